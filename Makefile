@@ -1,0 +1,59 @@
+# Everything a fresh machine needs is installed from here: the virtualenv and its
+# pinned Python packages, and the Go-built local stack (cached in $(MLCYCLE_CACHE)).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export MLCYCLE_CACHE ?= $(HOME)/.cache/mlcycle
+
+.PHONY: all venv lock toolchain crds lint typecheck test test-unit test-integration demo bench clean
+
+all: test
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(BIN)/uv requirements.lock pyproject.toml
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/pip check
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Re-pin after changing dependencies in pyproject.toml.
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+toolchain:
+	dev/toolchain/build.sh
+
+crds: venv
+	$(BIN)/mlcycle crds --output-dir crds
+
+lint: venv
+	$(BIN)/ruff check operator tests benchmarks examples
+	$(BIN)/ruff format --check operator tests benchmarks examples
+	$(BIN)/lint-imports --config pyproject.toml
+	$(BIN)/mypy
+
+test: venv toolchain lint
+	$(BIN)/pytest tests
+
+test-unit: venv
+	$(BIN)/pytest -m unit tests
+
+test-integration: venv toolchain
+	$(BIN)/pytest -m "integration or e2e" tests
+
+demo: venv toolchain
+	$(BIN)/python -m mlcycle.dev.demo
+
+bench: venv
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .stack

@@ -1,0 +1,147 @@
+"""`mlcycle`: run the operator, write the CRDs, drive the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mlcycle.config import OperatorConfig
+    from mlcycle.runtime import configure_logging, run_operator
+
+    namespaces = [ns for value in args.namespace for ns in value.split(",") if ns]
+    config = OperatorConfig(
+        namespaces=[] if args.all_namespaces else namespaces,
+        peering_name=args.peering,
+        standalone=args.standalone,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        mlflow_tracking_uri=args.mlflow_tracking_uri,
+        log_level=args.log_level,
+        log_json=not args.plain_logs,
+        **({"priority": args.priority} if args.priority is not None else {}),
+    )
+    configure_logging(config)
+    asyncio.run(run_operator(config))
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from mlcycle.api.crdgen import write_crds
+
+    for path in write_crds(Path(args.output_dir)):
+        print(path)
+    return 0
+
+
+def _stack(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from mlcycle.dev.cluster import LocalStack
+
+    return LocalStack(Path(args.state_dir))
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    without = [c for value in args.without for c in value.split(",") if c]
+    stack.up(without=without)
+    print(f"local stack up in {stack.state_dir}")
+    print(f"  kubeconfig: {stack.kubeconfig}")
+    print(f"  run: eval \"$(mlcycle dev cluster env --state-dir {stack.state_dir})\"")
+    return 0
+
+
+def _cluster_down(args: argparse.Namespace) -> int:
+    _stack(args).down()
+    return 0
+
+
+def _cluster_env(args: argparse.Namespace) -> int:
+    for key, value in _stack(args).env().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    status = _stack(args).status()
+    print(json.dumps(status, indent=2))
+    return 0 if all(status.values()) else 1
+
+
+def _node_agent(args: argparse.Namespace) -> int:
+    from mlcycle.dev.nodeagent import main as node_agent_main
+
+    result: int = node_agent_main(args.agent_args)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlcycle", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=os.environ.get("MLCYCLE_NAMESPACES", "").split(",") if os.environ.get("MLCYCLE_NAMESPACES") else [],
+        help="watch only this namespace (repeat or comma-separate)",
+    )
+    run.add_argument("--peering", default="mlcycle", help="peering object shared by replicas")
+    run.add_argument("--standalone", action="store_true", help="no peering (a single replica only)")
+    run.add_argument("--priority", type=int, default=None, help="peering priority (default: random)")
+    run.add_argument("--http-host", default="0.0.0.0")
+    run.add_argument("--http-port", type=int, default=8080, help="/healthz, /readyz, /metrics")
+    run.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    run.add_argument("--log-level", default=os.environ.get("MLCYCLE_LOG_LEVEL", "INFO"))
+    run.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON")
+    run.set_defaults(func=_run)
+
+    crds = commands.add_parser("crds", help="write the generated CRDs, one file per kind")
+    crds.add_argument("--output-dir", required=True)
+    crds.set_defaults(func=_crds)
+
+    dev = commands.add_parser("dev", help="the local stack for development, tests and the demo")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    cluster = dev_commands.add_parser("cluster", help="etcd, control plane, node agent, MLflow, S3")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    from mlcycle.dev.cluster import DEFAULT_STATE_DIR, OPTIONAL_COMPONENTS
+
+    for name, func, help_text in (
+        ("up", _cluster_up, "start whatever is not running"),
+        ("down", _cluster_down, "stop every process of the stack"),
+        ("env", _cluster_env, "print shell exports for KUBECONFIG, MLflow and S3"),
+        ("status", _cluster_status, "which components are running"),
+    ):
+        command = cluster_commands.add_parser(name, help=help_text)
+        command.add_argument("--state-dir", default=os.environ.get("MLCYCLE_STACK_DIR", str(DEFAULT_STATE_DIR)))
+        if name == "up":
+            command.add_argument(
+                "--without",
+                action="append",
+                default=[],
+                help=f"skip components (comma-separated): {', '.join(OPTIONAL_COMPONENTS)}",
+            )
+        command.set_defaults(func=func)
+
+    agent = dev_commands.add_parser("node-agent", help="the kubelet stand-in (see --help)", add_help=False)
+    agent.add_argument("agent_args", nargs=argparse.REMAINDER)
+    agent.set_defaults(func=_node_agent)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

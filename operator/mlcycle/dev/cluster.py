@@ -1,0 +1,426 @@
+"""The local stack: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, our node
+agent, an S3 store (MinIO) and an MLflow tracking server, all on loopback.
+
+Everything lives in one state directory (certificates, kubeconfig, data, logs, pid files),
+never in ~/.kube. `up` is idempotent: it starts only what is not running.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import secrets
+import ssl
+import sys
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mlcycle.dev.pki import ClusterPki, ensure_cluster_pki
+from mlcycle.dev.objectstore import ensure_bucket
+from mlcycle.dev.processes import ProcessGroup, free_port, wait_until
+from mlcycle.dev.toolchain import REPO_ROOT, Binaries, ensure_binaries
+
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+OPTIONAL_COMPONENTS = ("node-agent", "s3", "mlflow")
+NODE_NAME = "mlcycle-local"
+ARTIFACT_BUCKET = "mlflow"
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"  # virtual IPs only stored in objects; nothing routes there
+
+DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
+
+
+@dataclass
+class StackConfig:
+    """What a stack was created with; written once so a later `up` restarts it the same way."""
+
+    etcd_port: int
+    etcd_peer_port: int
+    apiserver_port: int
+    controller_manager_port: int
+    scheduler_port: int
+    s3_port: int
+    s3_console_port: int
+    mlflow_port: int
+    pod_ip_prefix: str
+    s3_access_key: str = "mlcycle"
+    s3_secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    node_cpu: str = "8"
+    node_memory: str = "16Gi"
+    node_gpus: int = 2
+
+    @classmethod
+    def allocate(cls) -> StackConfig:
+        return cls(
+            etcd_port=free_port(),
+            etcd_peer_port=free_port(),
+            apiserver_port=free_port(),
+            controller_manager_port=free_port(),
+            scheduler_port=free_port(),
+            s3_port=free_port(),
+            s3_console_port=free_port(),
+            mlflow_port=free_port(),
+            # A /16 of the loopback range per stack, so two stacks on one machine (a demo
+            # and a test run) never hand out the same pod IP.
+            pod_ip_prefix=f"127.{random.randint(16, 250)}",
+        )
+
+
+class LocalStack:
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+        self.state_dir = state_dir.resolve()
+        self.processes = ProcessGroup(self.state_dir)
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self._config_file = self.state_dir / "stack.json"
+
+    # ---- configuration -------------------------------------------------------------
+    def config(self) -> StackConfig:
+        if self._config_file.exists():
+            return StackConfig(**json.loads(self._config_file.read_text()))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
+        config = StackConfig.allocate()
+        self._config_file.write_text(json.dumps(asdict(config), indent=2))
+        self._config_file.chmod(0o600)
+        return config
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://127.0.0.1:{self.config().apiserver_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.config().mlflow_port}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.config().s3_port}"
+
+    def env(self) -> dict[str, str]:
+        """What a shell, a test or the operator needs to talk to this stack."""
+        config = self.config()
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
+            "AWS_ACCESS_KEY_ID": config.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": config.s3_secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLCYCLE_STACK_DIR": str(self.state_dir),
+        }
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def up(self, without: Iterable[str] = ()) -> None:
+        skipped = set(without)
+        unknown = skipped - set(OPTIONAL_COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; choose from {OPTIONAL_COMPONENTS}")
+        if "s3" in skipped:
+            skipped.add("mlflow")  # MLflow's artifact store is the S3 server
+        binaries = ensure_binaries()
+        config = self.config()
+        pki = ensure_cluster_pki(self.state_dir / "pki")
+        self._write_kubeconfig(pki, config)
+        self._start_etcd(binaries, config)
+        self._start_apiserver(binaries, config, pki)
+        self._start_controller_manager(binaries, config, pki)
+        self._start_scheduler(binaries, config)
+        if "s3" not in skipped:
+            self._start_s3(binaries, config)
+        if "mlflow" not in skipped:
+            self._start_mlflow(config)
+        if "node-agent" not in skipped:
+            self._start_node_agent(config)
+
+    def down(self) -> None:
+        # Reverse order: the node agent kills its pods while the apiserver still answers.
+        order = ["node-agent", "mlflow", "s3", *reversed(CONTROL_PLANE)]
+        for name in order + [n for n in self.processes.names() if n not in order]:
+            self.processes.stop(name)
+
+    def status(self) -> dict[str, bool]:
+        names = [*CONTROL_PLANE, *OPTIONAL_COMPONENTS]
+        return {name: self.processes.running(name) for name in names}
+
+    # ---- components ----------------------------------------------------------------
+    def _start_etcd(self, binaries: Binaries, config: StackConfig) -> None:
+        if not self.processes.running("etcd"):
+            peer = f"http://127.0.0.1:{config.etcd_peer_port}"
+            client = f"http://127.0.0.1:{config.etcd_port}"
+            self.processes.start(
+                "etcd",
+                [
+                    str(binaries.etcd),
+                    "--name=local",
+                    f"--data-dir={self.state_dir / 'etcd'}",
+                    f"--listen-client-urls={client}",
+                    f"--advertise-client-urls={client}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=local={peer}",
+                    # A throwaway dev store: fsync per write would make every test slower
+                    # for durability nobody needs here.
+                    "--unsafe-no-fsync=true",
+                    "--log-level=warn",
+                ],
+            )
+        wait_until(
+            "etcd health",
+            lambda: _http_ok(f"http://127.0.0.1:{config.etcd_port}/health"),
+            timeout=60,
+            log_hint=self.state_dir / "logs" / "etcd.log",
+        )
+
+    def _start_apiserver(self, binaries: Binaries, config: StackConfig, pki: ClusterPki) -> None:
+        if not self.processes.running("kube-apiserver"):
+            self.processes.start(
+                "kube-apiserver",
+                [
+                    str(binaries.kube_apiserver),
+                    f"--etcd-servers=http://127.0.0.1:{config.etcd_port}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={config.apiserver_port}",
+                    f"--tls-cert-file={pki.apiserver.cert}",
+                    f"--tls-private-key-file={pki.apiserver.key}",
+                    f"--client-ca-file={pki.ca.cert}",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-account-key-file={pki.service_account_pub}",
+                    f"--service-account-signing-key-file={pki.service_account_key}",
+                    f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                    "--authorization-mode=RBAC",
+                    "--allow-privileged=true",
+                    # The `kubernetes` Service's Endpoints would carry 127.0.0.1, which
+                    # Endpoints validation rejects; pods reach the apiserver through the
+                    # KUBERNETES_SERVICE_HOST the node agent sets instead.
+                    "--endpoint-reconciler-type=none",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+            )
+        wait_until(
+            "kube-apiserver /readyz",
+            lambda: _https_ok(f"{self.apiserver_url}/readyz", pki),
+            timeout=120,
+            log_hint=self.state_dir / "logs" / "kube-apiserver.log",
+        )
+
+    def _start_controller_manager(
+        self, binaries: Binaries, config: StackConfig, pki: ClusterPki
+    ) -> None:
+        if not self.processes.running("kube-controller-manager"):
+            kubeconfig = str(self.kubeconfig)
+            self.processes.start(
+                "kube-controller-manager",
+                [
+                    str(binaries.kube_controller_manager),
+                    f"--kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={config.controller_manager_port}",
+                    f"--service-account-private-key-file={pki.service_account_key}",
+                    f"--root-ca-file={pki.ca.cert}",
+                    f"--cluster-signing-cert-file={pki.ca.cert}",
+                    f"--cluster-signing-key-file={pki.ca.key}",
+                    "--use-service-account-credentials=true",
+                    f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                    "--leader-elect=false",
+                    "--v=1",
+                ],
+            )
+        wait_until(
+            "kube-controller-manager /healthz",
+            lambda: _https_ok(f"https://127.0.0.1:{config.controller_manager_port}/healthz"),
+            timeout=60,
+            log_hint=self.state_dir / "logs" / "kube-controller-manager.log",
+        )
+
+    def _start_scheduler(self, binaries: Binaries, config: StackConfig) -> None:
+        if not self.processes.running("kube-scheduler"):
+            kubeconfig = str(self.kubeconfig)
+            self.processes.start(
+                "kube-scheduler",
+                [
+                    str(binaries.kube_scheduler),
+                    f"--kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={config.scheduler_port}",
+                    "--leader-elect=false",
+                    "--v=1",
+                ],
+            )
+        wait_until(
+            "kube-scheduler /healthz",
+            lambda: _https_ok(f"https://127.0.0.1:{config.scheduler_port}/healthz"),
+            timeout=60,
+            log_hint=self.state_dir / "logs" / "kube-scheduler.log",
+        )
+
+    def _start_s3(self, binaries: Binaries, config: StackConfig) -> None:
+        if not self.processes.running("s3"):
+            data = self.state_dir / "s3"
+            data.mkdir(parents=True, exist_ok=True)
+            self.processes.start(
+                "s3",
+                [
+                    str(binaries.minio),
+                    "server",
+                    str(data),
+                    f"--address=127.0.0.1:{config.s3_port}",
+                    f"--console-address=127.0.0.1:{config.s3_console_port}",
+                    "--quiet",
+                ],
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "HOME": str(self.state_dir),
+                    "MINIO_ROOT_USER": config.s3_access_key,
+                    "MINIO_ROOT_PASSWORD": config.s3_secret_key,
+                    # No phoning home: this machine reaches package registries only.
+                    "MINIO_UPDATE": "off",
+                    "MINIO_BROWSER": "off",
+                },
+            )
+        wait_until(
+            "S3 store (MinIO) health",
+            lambda: _http_ok(f"{self.s3_url}/minio/health/live"),
+            timeout=60,
+            log_hint=self.state_dir / "logs" / "s3.log",
+        )
+        ensure_bucket(self.s3_url, config.s3_access_key, config.s3_secret_key, ARTIFACT_BUCKET)
+
+    def _start_mlflow(self, config: StackConfig) -> None:
+        if not self.processes.running("mlflow"):
+            data = self.state_dir / "mlflow"
+            data.mkdir(parents=True, exist_ok=True)
+            self.processes.start(
+                "mlflow",
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    f"--backend-store-uri=sqlite:///{data / 'mlflow.db'}",
+                    f"--artifacts-destination=s3://{ARTIFACT_BUCKET}/artifacts",
+                    "--host=127.0.0.1",
+                    f"--port={config.mlflow_port}",
+                    "--workers=1",
+                ],
+                env={**_base_env(), **self.env()},
+            )
+        wait_until(
+            "MLflow tracking server /health",
+            lambda: _http_ok(f"{self.mlflow_url}/health"),
+            timeout=180,
+            interval=0.5,
+            log_hint=self.state_dir / "logs" / "mlflow.log",
+        )
+
+    def _start_node_agent(self, config: StackConfig) -> None:
+        if not self.processes.running("node-agent"):
+            self.processes.start(
+                "node-agent",
+                [
+                    sys.executable,
+                    "-m",
+                    "mlcycle.dev.nodeagent",
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--node-name={NODE_NAME}",
+                    f"--state-dir={self.state_dir / 'node'}",
+                    f"--cpu={config.node_cpu}",
+                    f"--memory={config.node_memory}",
+                    f"--extended-resource=nvidia.com/gpu={config.node_gpus}",
+                    f"--pod-ip-prefix={config.pod_ip_prefix}",
+                ],
+                env={**_base_env(), "KUBECONFIG": str(self.kubeconfig)},
+                cwd=REPO_ROOT,
+            )
+        wait_until(
+            f"node {NODE_NAME} Ready",
+            self._node_ready,
+            timeout=60,
+            log_hint=self.state_dir / "logs" / "node-agent.log",
+        )
+
+    def _node_ready(self) -> bool:
+        pki = ensure_cluster_pki(self.state_dir / "pki")
+        node = json.loads(_https_get(f"{self.apiserver_url}/api/v1/nodes/{NODE_NAME}", pki))
+        conditions = node.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def _write_kubeconfig(self, pki: ClusterPki, config: StackConfig) -> None:
+        def b64(path: Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "mlcycle-local",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{config.apiserver_port}",
+                        "certificate-authority-data": b64(pki.ca.cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "mlcycle-admin",
+                    "user": {
+                        "client-certificate-data": b64(pki.admin.cert),
+                        "client-key-data": b64(pki.admin.key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "mlcycle-local",
+                    "context": {"cluster": "mlcycle-local", "user": "mlcycle-admin"},
+                }
+            ],
+            "current-context": "mlcycle-local",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+        self.kubeconfig.chmod(0o600)
+
+
+def _base_env() -> dict[str, str]:
+    """A child's environment without the caller's KUBECONFIG or cloud credentials."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "MLCYCLE_CACHE")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+def _tls_context(pki: ClusterPki | None) -> ssl.SSLContext:
+    if pki is None:
+        # Controller-manager and scheduler serve /healthz with self-signed certs and allow
+        # it without authentication; nothing secret is sent.
+        context = ssl._create_unverified_context()
+    else:
+        context = ssl.create_default_context(cafile=str(pki.ca.cert))
+        context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
+    return context
+
+
+def _https_get(url: str, pki: ClusterPki | None = None) -> bytes:
+    with urllib.request.urlopen(url, timeout=3, context=_tls_context(pki)) as response:
+        body: bytes = response.read()
+        return body
+
+
+def _https_ok(url: str, pki: ClusterPki | None = None) -> bool:
+    return _https_get(url, pki).strip() == b"ok"

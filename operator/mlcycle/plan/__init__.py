@@ -1,0 +1,1 @@
+"""Pure decisions: typed objects and observed state in, desired state out. No I/O here."""

@@ -1,0 +1,1 @@
+"""Per kind: observe -> plan -> apply -> write status."""

@@ -1,0 +1,63 @@
+"""Runs one operator instance: the probes/metrics endpoint beside kopf's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import kopf
+
+from mlcycle.adapters.http import serve_probes_and_metrics
+from mlcycle.adapters.metrics import OperatorMetrics
+from mlcycle.config import OperatorConfig
+from mlcycle.handlers.registration import OperatorContext, build_registry, configure_settings
+
+
+def configure_logging(config: OperatorConfig) -> None:
+    log_format = kopf.LogFormat.JSON if config.log_json else kopf.LogFormat.FULL
+    # log_refkey puts the object's namespace/name under one key in every JSON line.
+    kopf.configure(log_format=log_format, log_refkey="object", verbose=config.log_level == "DEBUG")
+    logging.getLogger().setLevel(config.log_level)
+
+
+async def run_operator(
+    config: OperatorConfig,
+    *,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    metrics = OperatorMetrics()
+    context = OperatorContext(config=config, metrics=metrics)
+    registry = build_registry()
+    settings = configure_settings(config)
+    kopf_ready = asyncio.Event()
+
+    runner = await serve_probes_and_metrics(
+        config.http_host, config.http_port, metrics, ready=kopf_ready.is_set
+    )
+    waiter = asyncio.create_task(_forward_ready(kopf_ready, ready_flag))
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=settings,
+            memo=kopf.Memo(context=context),
+            clusterwide=config.clusterwide,
+            namespaces=config.namespaces,
+            standalone=config.standalone,
+            priority=config.priority,
+            peering_name=config.peering_name,
+            stop_flag=stop_flag,
+            ready_flag=kopf_ready,
+        )
+    finally:
+        waiter.cancel()
+        await runner.cleanup()
+
+
+async def _forward_ready(
+    kopf_ready: asyncio.Event, ready_flag: asyncio.Event | threading.Event | None
+) -> None:
+    await kopf_ready.wait()
+    if ready_flag is not None:
+        ready_flag.set()

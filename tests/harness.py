@@ -1,0 +1,105 @@
+"""Helpers the integration tests share: waits with deadlines, kubectl, an in-process operator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from mlcycle.config import OperatorConfig
+from mlcycle.dev.processes import free_port
+from mlcycle.dev.toolchain import binaries
+from mlcycle.runtime import run_operator
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def eventually(
+    what: str, probe: Callable[[], T | None], *, timeout: float = 60, interval: float = 0.25
+) -> T:
+    """Poll until `probe` returns something truthy; fail saying what was awaited and last seen."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+        except Exception as error:  # not ready yet is an exception for many probes
+            last = error
+        else:
+            if result:
+                return result
+            last = result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+@dataclass
+class Kubectl:
+    kubeconfig: Path
+
+    def __call__(
+        self, *args: str, input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        result = subprocess.run(
+            [str(binaries().kubectl), *args],
+            input=input_text,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+            )
+        return result
+
+
+@dataclass
+class RunningOperator:
+    config: OperatorConfig
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.config.http_port}"
+
+
+@contextmanager
+def operator_in_thread(namespaces: list[str], **overrides: object) -> Iterator[RunningOperator]:
+    """The real operator runtime on its own event loop, stopped and joined afterwards."""
+    config = OperatorConfig(
+        namespaces=namespaces, http_host="127.0.0.1", http_port=free_port(), **overrides
+    )
+    stop_flag = threading.Event()
+    ready_flag = threading.Event()
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(run_operator(config, stop_flag=stop_flag, ready_flag=ready_flag))
+        except BaseException as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=target, name="mlcycle-operator", daemon=True)
+    thread.start()
+    try:
+        eventually("operator ready", lambda: ready_flag.is_set() or failure, timeout=60)
+        if failure:
+            raise failure[0]
+        yield RunningOperator(config=config, thread=thread)
+    finally:
+        stop_flag.set()
+        thread.join(timeout=30)
+        if thread.is_alive():
+            raise AssertionError("operator thread did not stop within 30s")
