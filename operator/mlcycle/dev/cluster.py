@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from mlcycle.dev.pki import ClusterPki, ensure_cluster_pki
 from mlcycle.dev.objectstore import ensure_bucket
+from mlcycle.dev.pki import ClusterPki, ensure_cluster_pki
 from mlcycle.dev.processes import ProcessGroup, free_port, wait_until
 from mlcycle.dev.toolchain import REPO_ROOT, Binaries, ensure_binaries
 
@@ -30,7 +30,9 @@ CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-sche
 OPTIONAL_COMPONENTS = ("node-agent", "s3", "mlflow")
 NODE_NAME = "mlcycle-local"
 ARTIFACT_BUCKET = "mlflow"
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"  # virtual IPs only stored in objects; nothing routes there
+SERVICE_CLUSTER_IP_RANGE = (
+    "10.96.0.0/16"  # virtual IPs only stored in objects; nothing routes there
+)
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
 
@@ -119,7 +121,9 @@ class LocalStack:
         skipped = set(without)
         unknown = skipped - set(OPTIONAL_COMPONENTS)
         if unknown:
-            raise ValueError(f"unknown components {sorted(unknown)}; choose from {OPTIONAL_COMPONENTS}")
+            raise ValueError(
+                f"unknown components {sorted(unknown)}; choose from {OPTIONAL_COMPONENTS}"
+            )
         if "s3" in skipped:
             skipped.add("mlflow")  # MLflow's artifact store is the S3 server
         binaries = ensure_binaries()

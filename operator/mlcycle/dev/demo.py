@@ -47,18 +47,25 @@ def run_demo(stack: LocalStack) -> None:
     stack.processes.start(
         "operator",
         [
-            sys.executable, "-m", "mlcycle.cli", "run",
+            sys.executable,
+            "-m",
+            "mlcycle.cli",
+            "run",
             f"--namespace={DEMO_NAMESPACE}",
-            "--http-host=127.0.0.1", f"--http-port={port}",
+            "--http-host=127.0.0.1",
+            f"--http-port={port}",
         ],
         env={**os.environ, **stack.env()},
         cwd=REPO_ROOT,
     )
     wait_until(
         "operator /readyz",
-        lambda: subprocess.run(
-            ["curl", "-sf", f"http://127.0.0.1:{port}/readyz"], capture_output=True, check=False
-        ).returncode == 0,
+        lambda: (
+            subprocess.run(
+                ["curl", "-sf", f"http://127.0.0.1:{port}/readyz"], capture_output=True, check=False
+            ).returncode
+            == 0
+        ),
         timeout=60,
         log_hint=stack.state_dir / "logs" / "operator.log",
     )
@@ -78,10 +85,17 @@ def run_demo(stack: LocalStack) -> None:
     _show(stack, "get", "mlcycle", "-n", DEMO_NAMESPACE)
     _show(stack, "describe", "trainingjob", "hello", "-n", DEMO_NAMESPACE)
     metrics = subprocess.run(
-        ["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True, check=False
+        ["curl", "-s", f"http://127.0.0.1:{port}/metrics"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     print("\n$ curl operator /metrics | grep mlcycle_reconcile_total")
-    print("\n".join(line for line in metrics.splitlines() if line.startswith("mlcycle_reconcile_total")))
+    print(
+        "\n".join(
+            line for line in metrics.splitlines() if line.startswith("mlcycle_reconcile_total")
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,7 +106,9 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _write_pair(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> KeyPair:
+def _write_pair(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> KeyPair:
     pair = KeyPair(cert=directory / f"{stem}.crt", key=directory / f"{stem}.key")
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(pair.key, key)
@@ -150,7 +152,9 @@ def ensure_cluster_pki(directory: Path) -> ClusterPki:
     # cluster admin: there is one trusted user on this machine, and RBAC is still on
     # for the service accounts that workloads and the Helm chart use.
     admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin = _issue(_name("mlcycle-admin", "system:masters"), admin_key, ca_name, ca_key, client=True)
+    admin = _issue(
+        _name("mlcycle-admin", "system:masters"), admin_key, ca_name, ca_key, client=True
+    )
     _write_pair(directory, "admin", admin, admin_key)
 
     sa_key = ec.generate_private_key(ec.SECP256R1())

@@ -11,7 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 TOOLCHAIN_DIR = REPO_ROOT / "dev" / "toolchain"
 
 
-class ToolchainMissing(RuntimeError):
+class ToolchainMissingError(RuntimeError):
     pass
 
 
@@ -73,7 +73,7 @@ def ensure_binaries(*, build: bool = True) -> Binaries:
         subprocess.run([str(TOOLCHAIN_DIR / "build.sh")], check=True)
         missing = [p for p in found.all() if not p.exists()]
     if missing:
-        raise ToolchainMissing(
+        raise ToolchainMissingError(
             "local stack binaries missing (run `make toolchain`): " + ", ".join(map(str, missing))
         )
     return found

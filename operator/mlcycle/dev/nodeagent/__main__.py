@@ -1,0 +1,5 @@
+import sys
+
+from mlcycle.dev.nodeagent.command import main
+
+sys.exit(main())
