@@ -51,9 +51,7 @@ def kube_client(stack: object) -> object:
 @pytest.fixture(scope="session")
 def crds_installed(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO_ROOT / "crds")
-    )
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO_ROOT / "crds"))
 
 
 @pytest.fixture
@@ -63,8 +61,9 @@ def namespace(kubectl: Kubectl, crds_installed: None) -> Iterator[str]:
     # Pods are refused until the service-account controller has made `default`.
     eventually(
         f"service account default in {name}",
-        lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode
-        == 0,
+        lambda: (
+            kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0
+        ),
     )
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)

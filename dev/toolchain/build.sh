@@ -40,7 +40,15 @@ go_install() {  # out-dir module@version
 }
 
 k8s_dir="$cache/bin/kubernetes-$KUBERNETES_VERSION"
-stamp_ok "$k8s_dir" || build_in_module "$here/kubernetes" "$k8s_dir" "" \
+# Stamp the release into the binaries as the upstream build does; without it the
+# apiserver reports v0.0.0-master, which breaks Helm charts' kubeVersion constraints.
+k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
+k8s_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1"
+  k8s_ldflags+=" -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
+done
+stamp_ok "$k8s_dir" || ldflags="$ldflags$k8s_ldflags" build_in_module "$here/kubernetes" "$k8s_dir" "" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 

@@ -52,7 +52,7 @@ def _cluster_up(args: argparse.Namespace) -> int:
     stack.up(without=without)
     print(f"local stack up in {stack.state_dir}")
     print(f"  kubeconfig: {stack.kubeconfig}")
-    print(f"  run: eval \"$(mlcycle dev cluster env --state-dir {stack.state_dir})\"")
+    print(f'  run: eval "$(mlcycle dev cluster env --state-dir {stack.state_dir})"')
     return 0
 
 
@@ -86,22 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start the operator")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
+    )
     scope.add_argument(
         "--namespace",
         "-n",
         action="append",
-        default=os.environ.get("MLCYCLE_NAMESPACES", "").split(",") if os.environ.get("MLCYCLE_NAMESPACES") else [],
+        default=os.environ.get("MLCYCLE_NAMESPACES", "").split(",")
+        if os.environ.get("MLCYCLE_NAMESPACES")
+        else [],
         help="watch only this namespace (repeat or comma-separate)",
     )
     run.add_argument("--peering", default="mlcycle", help="peering object shared by replicas")
     run.add_argument("--standalone", action="store_true", help="no peering (a single replica only)")
-    run.add_argument("--priority", type=int, default=None, help="peering priority (default: random)")
+    run.add_argument(
+        "--priority", type=int, default=None, help="peering priority (default: random)"
+    )
     run.add_argument("--http-host", default="0.0.0.0")
     run.add_argument("--http-port", type=int, default=8080, help="/healthz, /readyz, /metrics")
     run.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     run.add_argument("--log-level", default=os.environ.get("MLCYCLE_LOG_LEVEL", "INFO"))
-    run.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON")
+    run.add_argument(
+        "--plain-logs", action="store_true", help="human-readable logs instead of JSON"
+    )
     run.set_defaults(func=_run)
 
     crds = commands.add_parser("crds", help="write the generated CRDs, one file per kind")
@@ -121,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", _cluster_status, "which components are running"),
     ):
         command = cluster_commands.add_parser(name, help=help_text)
-        command.add_argument("--state-dir", default=os.environ.get("MLCYCLE_STACK_DIR", str(DEFAULT_STATE_DIR)))
+        command.add_argument(
+            "--state-dir", default=os.environ.get("MLCYCLE_STACK_DIR", str(DEFAULT_STATE_DIR))
+        )
         if name == "up":
             command.add_argument(
                 "--without",
@@ -131,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
             )
         command.set_defaults(func=func)
 
-    agent = dev_commands.add_parser("node-agent", help="the kubelet stand-in (see --help)", add_help=False)
+    agent = dev_commands.add_parser(
+        "node-agent", help="the kubelet stand-in (see --help)", add_help=False
+    )
     agent.add_argument("agent_args", nargs=argparse.REMAINDER)
     agent.set_defaults(func=_node_agent)
     return parser

@@ -9,6 +9,7 @@ import threading
 import kopf
 
 from mlcycle.adapters.http import serve_probes_and_metrics
+from mlcycle.adapters.kube import ensure_peering_objects, new_api_client
 from mlcycle.adapters.metrics import OperatorMetrics
 from mlcycle.config import OperatorConfig
 from mlcycle.handlers.registration import OperatorContext, build_registry, configure_settings
@@ -32,6 +33,8 @@ async def run_operator(
     registry = build_registry()
     settings = configure_settings(config)
     kopf_ready = asyncio.Event()
+    if not config.standalone:
+        await asyncio.to_thread(_ensure_peering, config)
 
     runner = await serve_probes_and_metrics(
         config.http_host, config.http_port, metrics, ready=kopf_ready.is_set
@@ -53,6 +56,11 @@ async def run_operator(
     finally:
         waiter.cancel()
         await runner.cleanup()
+
+
+def _ensure_peering(config: OperatorConfig) -> None:
+    with new_api_client() as api:
+        ensure_peering_objects(api, config.peering_name, config.namespaces)
 
 
 async def _forward_ready(

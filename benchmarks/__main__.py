@@ -1,0 +1,8 @@
+"""`make bench`: run every benchmark; each records benchmarks/results/<name>.json."""
+
+from benchmarks import reconcile_latency
+
+BENCHMARKS = (reconcile_latency,)
+
+for benchmark in BENCHMARKS:
+    benchmark.main()

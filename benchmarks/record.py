@@ -1,0 +1,52 @@
+"""Writes a benchmark's figures beside the machine and versions they were measured on."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    memory_kib = 0
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                memory_kib = int(line.split()[1])
+    cpu_model = ""
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def versions(*packages: str) -> dict[str, str]:
+    return {name: metadata.version(name) for name in packages}
+
+
+def record(name: str, results: dict[str, Any], extra_versions: dict[str, str]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    document = {
+        "benchmark": name,
+        "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": {**versions("mlcycle", "kopf", "kubernetes"), **extra_versions},
+        "results": results,
+    }
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path

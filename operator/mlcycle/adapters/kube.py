@@ -1,0 +1,81 @@
+"""Kubernetes API access beyond what kopf does for us."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+PEERING_GROUP = "kopf.dev"
+PEERING_VERSION = "v1"
+
+_SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def kube_configuration() -> client.Configuration:
+    """In a pod: its service account. Elsewhere: $KUBECONFIG, read now.
+
+    The kubernetes client reads $KUBECONFIG once, at import time; an operator started
+    in-process after the environment changed (as tests do) would otherwise fall back to
+    ~/.kube/config and talk to whatever cluster that names.
+    """
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(_SERVICE_ACCOUNT_TOKEN):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"),
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    return configuration
+
+
+def new_api_client() -> client.ApiClient:
+    return client.ApiClient(kube_configuration())
+
+
+def ensure_peering_objects(
+    api: client.ApiClient, peering_name: str, namespaces: Iterable[str]
+) -> None:
+    """Create the peering object(s) replicas meet in.
+
+    kopf treats a named peering as mandatory and keeps the operator paused until it sees
+    the object, but never creates it; without this a fresh install would sit idle.
+    """
+    custom = client.CustomObjectsApi(api)
+    namespace_list = list(namespaces)
+    body_kind = "KopfPeering" if namespace_list else "ClusterKopfPeering"
+    body = {
+        "apiVersion": f"{PEERING_GROUP}/{PEERING_VERSION}",
+        "kind": body_kind,
+        "metadata": {"name": peering_name, "labels": {"app.kubernetes.io/part-of": "mlcycle"}},
+    }
+    if not namespace_list:
+        _create_unless_exists(
+            lambda: custom.create_cluster_custom_object(
+                PEERING_GROUP, PEERING_VERSION, "clusterkopfpeerings", body
+            )
+        )
+    for namespace in namespace_list:
+        _create_unless_exists(
+            functools.partial(
+                custom.create_namespaced_custom_object,
+                PEERING_GROUP,
+                PEERING_VERSION,
+                namespace,
+                "kopfpeerings",
+                body,
+            )
+        )
+
+
+def _create_unless_exists(create: Callable[[], object]) -> None:
+    try:
+        create()
+    except ApiException as error:
+        if error.status != 409:  # already there: another replica or the Helm chart made it
+            raise

@@ -1,0 +1,319 @@
+"""InferenceService: serve a registered model and roll new versions out safely."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from mlcycle.api.v1alpha1.common import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    AliasName,
+    ApiModel,
+    CelRule,
+    CrdNames,
+    CustomResource,
+    Duration,
+    ListType,
+    LocalObjectReference,
+    ModelName,
+    ObjectName,
+    PrinterColumn,
+    StatusBase,
+    WorkloadTemplate,
+)
+
+Percent = Annotated[int, Field(ge=0, le=100)]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+
+
+class ModelSelector(ApiModel):
+    """Which model to serve: a ModelVersion object, a registry version, or an alias."""
+
+    cel_rules = (
+        CelRule(
+            rule="has(self.modelVersionRef)"
+            " ? !(has(self.name) || has(self.version) || has(self.alias))"
+            " : (has(self.name) && (has(self.version) != has(self.alias)))",
+            message="model is one of: modelVersionRef, {name, version} or {name, alias}",
+            holds=lambda model: (
+                model.name is None and model.version is None and model.alias is None
+                if model.model_version_ref is not None
+                else model.name is not None and (model.version is None) != (model.alias is None)
+            ),
+        ),
+    )
+
+    model_version_ref: LocalObjectReference | None = None
+    """A ModelVersion in this namespace."""
+    name: ModelName | None = None
+    """A registered model in MLflow, with `version` or `alias`."""
+    version: int | None = Field(None, ge=1)
+    alias: AliasName | None = None
+    """An alias such as `champion`, without the `@`: the service follows where it points."""
+
+
+class Batching(ApiModel):
+    """Server-side request batching."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_latency_ms: int = Field(5, ge=0, le=10000)
+    """How long a request may wait for its batch to fill."""
+
+
+class ServerSpec(WorkloadTemplate):
+    """The model server pods, for the stable and the candidate version alike."""
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.minReplicas) || has(self.maxReplicas)",
+            message="minReplicas needs maxReplicas: together they turn on autoscaling",
+            holds=lambda server: server.min_replicas is None or server.max_replicas is not None,
+        ),
+        CelRule(
+            rule="!has(self.minReplicas) || !has(self.maxReplicas)"
+            " || self.minReplicas <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            holds=lambda server: (
+                server.min_replicas is None
+                or server.max_replicas is None
+                or server.min_replicas <= server.max_replicas
+            ),
+        ),
+    )
+
+    image: str | None = Field(None, min_length=1, max_length=1024)
+    """Model server image; mlcycle's own server when unset."""
+    replicas: int = Field(1, ge=0, le=1000)
+    min_replicas: int | None = Field(None, ge=1, le=1000)
+    max_replicas: int | None = Field(None, ge=1, le=1000)
+    """With minReplicas, a HorizontalPodAutoscaler manages the replica count."""
+    batching: Batching | None = None
+
+
+class ParentRef(ApiModel):
+    """The Gateway API Gateway (and listener) the HTTPRoute attaches to."""
+
+    name: ObjectName
+    namespace: ObjectName | None = None
+    section_name: str | None = Field(None, max_length=253)
+
+
+class GatewaySettings(ApiModel):
+    parent_ref: ParentRef
+    hostnames: Annotated[
+        list[Annotated[str, StringConstraints(max_length=253)]], Field(max_length=16)
+    ] = Field(default_factory=list)
+
+
+class Traffic(ApiModel):
+    """How requests are split between stable and candidate."""
+
+    cel_rules = (
+        CelRule(
+            rule="has(self.gateway) == (self.mode == 'gateway-api')",
+            message="gateway is set exactly when mode is gateway-api",
+            holds=lambda traffic: (traffic.gateway is not None) == (traffic.mode == "gateway-api"),
+        ),
+    )
+
+    mode: Literal["router", "gateway-api", "replicas"] = "router"
+    """router: mlcycle's router, exact weights, shadow and A/B without a mesh; gateway-api:
+    an HTTPRoute on `gateway.parentRef`; replicas: replica-ratio split on one Service."""
+    gateway: GatewaySettings | None = None
+
+
+class AbTest(ApiModel):
+    """Requests carrying the header go to the candidate; the rest split by `weight`."""
+
+    header_name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9-]+$")
+    header_value: str | None = Field(None, max_length=1024)
+    """Exact value to match; any value when unset."""
+    weight: Percent = 0
+    """Share of the other requests sent to the candidate."""
+
+
+def _increasing(steps: list[int]) -> bool:
+    return steps == sorted(steps)
+
+
+Steps = Annotated[
+    list[Percent],
+    Field(min_length=1, max_length=20),
+    ListType.set(),
+    CelRule(
+        rule="self.isSorted()",
+        message="steps are canary weights in increasing order",
+        holds=_increasing,
+    ),
+]
+
+
+class Rollout(ApiModel):
+    """How a new version replaces the stable one."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.strategy != 'ABTest' || has(self.abTest)",
+            message="strategy ABTest needs abTest",
+            holds=lambda rollout: rollout.strategy != "ABTest" or rollout.ab_test is not None,
+        ),
+    )
+
+    strategy: Literal["Canary", "Shadow", "ABTest", "Immediate"] = "Canary"
+    """Canary: shift weight step by step; Shadow: mirror requests only, then promote;
+    ABTest: header rule and fixed split; Immediate: switch at once."""
+    steps: Steps = [10, 25, 50]
+    """Canary weights in percent; each holds for one `interval` of passing analysis."""
+    interval: Duration = "1m"
+    capacity: Literal["neutral", "surge"] = "surge"
+    """neutral: the stable shrinks as the canary grows (fixed GPU budget); surge: the
+    stable keeps its replicas until promotion."""
+    ab_test: AbTest | None = None
+
+
+class PrometheusCheck(ApiModel):
+    """A PromQL query whose value must stay within [min, max] for the candidate."""
+
+    cel_rules = (
+        CelRule(
+            rule="has(self.min) || has(self.max)",
+            message="a Prometheus check needs min, max or both",
+            holds=lambda check: check.minimum is not None or check.maximum is not None,
+        ),
+        CelRule(
+            rule="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="min must not exceed max",
+            holds=lambda check: (
+                check.minimum is None or check.maximum is None or check.minimum <= check.maximum
+            ),
+        ),
+    )
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    query: str = Field(min_length=1, max_length=4096)
+    minimum: float | None = Field(None, alias="min")
+    maximum: float | None = Field(None, alias="max")
+
+
+class Analysis(ApiModel):
+    """Checks run every interval on the candidate; unset thresholds are not checked."""
+
+    min_requests: int = Field(100, ge=0)
+    """Fewer requests in an interval hold the step rather than fail it."""
+    success_rate_min: Ratio | None = None
+    latency_p99_max_ms: int | None = Field(None, ge=1)
+    shadow_agreement_min: Ratio | None = None
+    """Share of mirrored requests where candidate and stable predictions agree."""
+    drift_max: float | None = Field(None, ge=0)
+    """Largest allowed distance between candidate and stable prediction distributions."""
+    failure_threshold: int = Field(2, ge=1, le=100)
+    """Failed checks before rolling back."""
+    prometheus: Annotated[list[PrometheusCheck], Field(max_length=16), ListType.map("name")] = (
+        Field(default_factory=list)
+    )
+
+
+class RegistryWriteBack(ApiModel):
+    """What a rollout writes back to the MLflow Model Registry."""
+
+    promote_alias: AliasName | None = None
+    """Alias moved to a version once it is promoted, such as `champion`."""
+    tag_outcome: bool = True
+    """Tag model versions with the rollout outcome (`rollout=promoted|failed`)."""
+
+
+class InferenceServiceSpec(ApiModel):
+    """The model to serve and how new versions of it roll out."""
+
+    model: ModelSelector
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    traffic: Traffic = Field(default_factory=Traffic)
+    rollout: Rollout = Field(default_factory=Rollout)
+    analysis: Analysis = Field(default_factory=Analysis)
+    paused: bool = False
+    """Hold the rollout at its current step."""
+    registry: RegistryWriteBack | None = None
+
+
+InferenceServicePhase = Literal[
+    "Ready", "Progressing", "Paused", "Promoting", "RolledBack", "Failed"
+]
+
+
+class AnalysisResult(ApiModel):
+    """One interval's analysis of the candidate."""
+
+    time: datetime.datetime
+    outcome: Literal["Passed", "Failed", "Held"]
+    requests: int | None = None
+    success_rate: float | None = None
+    latency_p99_ms: float | None = None
+    shadow_agreement: float | None = None
+    drift: float | None = None
+    queries: dict[str, float] = Field(default_factory=dict)
+    message: str | None = Field(None, max_length=1024)
+    """Which check failed, with its value and threshold."""
+
+
+class TrackStatus(ApiModel):
+    """One served version (stable or canary) and, for the canary, its rollout clock."""
+
+    version: str | None = None
+    model_uri: str | None = None
+    model_version: str | None = None
+    """The ModelVersion object, when the model came from one."""
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    weight: Percent | None = None
+    """Share of live traffic, in percent."""
+    step: int | None = Field(None, ge=0)
+    """Index into `spec.rollout.steps`."""
+    step_started_at: datetime.datetime | None = None
+    """Kept in status so a restarted operator resumes the same step with the same timer."""
+    failed_checks: int | None = Field(None, ge=0)
+    last_analysis: AnalysisResult | None = None
+
+
+class RolloutRecord(ApiModel):
+    version: str
+    outcome: Literal["Promoted", "RolledBack", "Aborted"]
+    reason: str | None = Field(None, max_length=1024)
+    start_time: datetime.datetime | None = None
+    end_time: datetime.datetime | None = None
+
+
+class InferenceServiceStatus(StatusBase):
+    phase: InferenceServicePhase | None = None
+    url: str | None = None
+    model_name: str | None = None
+    """The registered model being served."""
+    stable: TrackStatus | None = None
+    canary: TrackStatus | None = None
+    history: Annotated[list[RolloutRecord], Field(max_length=20)] = Field(default_factory=list)
+    """The latest rollouts, oldest dropped first."""
+
+
+class InferenceService(CustomResource):
+    """Serves a registered model and rolls new versions out with analysis and rollback."""
+
+    crd_names = CrdNames(plural="inferenceservices", short_names=("mlisvc",))
+    printer_columns = (
+        PrinterColumn("Model", ".status.modelName", "string", "Registered model"),
+        PrinterColumn("Stable", ".status.stable.version", "string", "Stable version"),
+        PrinterColumn("Canary", ".status.canary.version", "string", "Candidate version"),
+        PrinterColumn("Weight", ".status.canary.weight", "integer", "Candidate traffic %"),
+        PHASE_COLUMN,
+        PrinterColumn("URL", ".status.url", "string", "Service URL", 1),
+        AGE_COLUMN,
+    )
+
+    kind: Literal["InferenceService"] = "InferenceService"
+    spec: InferenceServiceSpec
+    status: InferenceServiceStatus | None = None
+
+    @classmethod
+    def initial_phase(cls) -> str:
+        return "Progressing"

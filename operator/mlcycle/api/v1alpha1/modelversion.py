@@ -1,0 +1,173 @@
+"""ModelVersion: "this artifact is version N of model M", kept in sync with the MLflow
+Model Registry."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from mlcycle.api.v1alpha1.common import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    AliasName,
+    ApiModel,
+    ArtifactPath,
+    CelRule,
+    CrdNames,
+    CustomResource,
+    LabelMap,
+    ListType,
+    LocalObjectReference,
+    ModelName,
+    PrinterColumn,
+    StatusBase,
+    exactly_one_of,
+    immutable,
+)
+from mlcycle.api.v1alpha1.trainingjob import DatasetRef
+
+Aliases = Annotated[list[AliasName], Field(max_length=10), ListType.set()]
+
+RunId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+
+
+class RunSource(ApiModel):
+    """A model logged in an MLflow run."""
+
+    run_id: RunId
+    artifact_path: ArtifactPath = "model"
+
+
+class ModelVersionSource(ApiModel):
+    """Where the model comes from; exactly one field is set."""
+
+    cel_rules = (exactly_one_of("training_job_ref", "run", "uri", "version", what="source"),)
+
+    training_job_ref: LocalObjectReference | None = None
+    """A TrainingJob in this namespace: its run and `register.artifactPath`."""
+    run: RunSource | None = None
+    uri: str | None = Field(None, max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:.+$")
+    """An MLflow-loadable artifact location, such as `s3://bucket/model` or `runs:/id/model`."""
+    version: int | None = Field(None, ge=1)
+    """Adopt this existing version of `modelName`, registered outside mlcycle."""
+
+
+class Approval(ApiModel):
+    """The approval gate: an unapproved version gets no alias and is not deployed."""
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.approvedAt) || has(self.approvedBy)",
+            message="approvedAt needs approvedBy",
+            holds=lambda approval: approval.approved_at is None or approval.approved_by is not None,
+        ),
+    )
+
+    required: bool = False
+    approved_by: str | None = Field(None, min_length=1, max_length=256)
+    """Who approved; set by a reviewer through Git and guarded by RBAC."""
+    approved_at: datetime.datetime | None = None
+
+
+class RegisteredModelSettings(ApiModel):
+    """Applied to the registered model when mlcycle creates it."""
+
+    description: str | None = Field(None, max_length=5000)
+    tags: LabelMap = Field(default_factory=dict)
+
+
+class ModelVersionSpec(ApiModel):
+    """The declared registry state of one model version."""
+
+    model_name: Annotated[ModelName, immutable("modelName")]
+    """Registered model name; created if missing."""
+    source: Annotated[
+        ModelVersionSource,
+        immutable("source", because="a different artifact is a new ModelVersion"),
+    ]
+    description: str | None = Field(None, max_length=5000)
+    tags: LabelMap = Field(default_factory=dict)
+    """Tags synced to the MLflow model version."""
+    aliases: Aliases = Field(default_factory=list)
+    """Aliases this version should hold, such as `challenger`."""
+    approval: Approval | None = None
+    deletion_policy: Literal["Retain", "Archive", "Delete"] = "Retain"
+    """What deleting this object does in MLflow: keep the version, tag it archived and drop
+    its aliases, or delete it."""
+    registered_model: RegisteredModelSettings | None = None
+
+
+ModelVersionPhase = Literal["Pending", "Registering", "Ready", "Failed"]
+
+
+class ModelSignature(ApiModel):
+    """The model's input and output schema as MLflow records it (JSON strings)."""
+
+    inputs: str | None = Field(None, max_length=65536)
+    outputs: str | None = Field(None, max_length=65536)
+
+
+class ApprovalStatus(ApiModel):
+    approved: bool = False
+    approved_by: str | None = None
+    approved_at: datetime.datetime | None = None
+
+
+class Lineage(ApiModel):
+    """From the data to the model."""
+
+    training_job: str | None = None
+    run_id: str | None = None
+    experiment_id: str | None = None
+    dataset: DatasetRef | None = None
+
+
+class AliasMove(ApiModel):
+    """One alias change, so "which version was production when" can be answered."""
+
+    alias: str
+    action: Literal["Set", "Removed"]
+    time: datetime.datetime
+    previous_version: str | None = None
+    """The version that held the alias before."""
+    reason: str | None = Field(None, max_length=1024)
+
+
+class ModelVersionStatus(StatusBase):
+    phase: ModelVersionPhase | None = None
+    version: str | None = None
+    """The MLflow model version number."""
+    model_uri: str | None = None
+    """`models:/<name>/<version>`."""
+    source: str | None = None
+    """The resolved artifact location."""
+    signature: ModelSignature | None = None
+    approval: ApprovalStatus | None = None
+    lineage: Lineage | None = None
+    aliases: Annotated[list[str], Field(max_length=10)] = Field(default_factory=list)
+    """Aliases this version holds in MLflow now."""
+    alias_history: Annotated[list[AliasMove], Field(max_length=50)] = Field(default_factory=list)
+    """The latest alias moves, oldest dropped first."""
+
+
+class ModelVersion(CustomResource):
+    """One version of a registered model in the MLflow Model Registry."""
+
+    crd_names = CrdNames(plural="modelversions", short_names=("mv",))
+    printer_columns = (
+        PrinterColumn("Model", ".spec.modelName", "string", "Registered model"),
+        PrinterColumn("Version", ".status.version", "string", "MLflow version"),
+        PrinterColumn("Aliases", ".status.aliases", "string", "Aliases held in MLflow"),
+        PHASE_COLUMN,
+        AGE_COLUMN,
+    )
+
+    kind: Literal["ModelVersion"] = "ModelVersion"
+    spec: ModelVersionSpec
+    status: ModelVersionStatus | None = None
+
+    @classmethod
+    def initial_phase(cls) -> str:
+        return "Pending"

@@ -1,0 +1,92 @@
+"""kopf registrations: every kind gets one level-triggered reconcile, a few lines long."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from mlcycle.adapters.kube import kube_configuration
+from mlcycle.adapters.metrics import OperatorMetrics
+from mlcycle.api.v1alpha1 import GROUP, KINDS, VERSION, CustomResource
+from mlcycle.config import OperatorConfig
+from mlcycle.plan.conditions import status_changed
+from mlcycle.reconcile.acceptance import reconcile_acceptance
+
+FIELD_MANAGER = "mlcycle-operator"
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """What every handler may use; built once per operator instance, passed as kopf's memo."""
+
+    config: OperatorConfig
+    metrics: OperatorMetrics
+
+
+def configure_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # kopf's bookkeeping goes into annotations under our own prefix: the status schema is
+    # structural, so anything kopf wrote there would be pruned and rewritten in a loop.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlcycle.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mlcycle.dev", key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = FIELD_MANAGER
+    # Events are posted deliberately, on transitions; handler log lines stay logs.
+    settings.posting.level = logging.CRITICAL
+    settings.peering.name = config.peering_name
+    return settings
+
+
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same configuration our own API clients use."""
+    configuration = kube_configuration()
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def _register_kind(registry: kopf.OperatorRegistry, kind: type[CustomResource]) -> None:
+    kind_name = kind.kind_name()
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        context: OperatorContext = memo.context
+        with context.metrics.reconciling(kind_name):
+            plan = reconcile_acceptance(kind, body, now=datetime.datetime.now(datetime.UTC))
+        if status_changed(dict(body.get("status") or {}), plan.status_patch):
+            patch.status.update(plan.status_patch)
+        if plan.event is not None:
+            kopf.event(
+                body, type=plan.event.type, reason=plan.event.reason, message=plan.event.message
+            )
+
+    plural = kind.plural()
+    for cause, register in (
+        ("create", kopf.on.create),
+        ("update", kopf.on.update),
+        ("resume", kopf.on.resume),
+    ):
+        register(GROUP, VERSION, plural, registry=registry, id=f"reconcile-{cause}")(reconcile)
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    # A registry of our own starts without kopf's default login handlers.
+    kopf.on.login(registry=registry)(login)
+    for kind in KINDS:
+        _register_kind(registry, kind)
+    return registry

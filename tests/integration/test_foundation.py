@@ -1,0 +1,147 @@
+"""The foundation end to end: CRDs in a real apiserver, schema rejections, the operator
+writing status, and a pod run by the node agent."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+import yaml
+
+from tests.harness import Kubectl, eventually, operator_in_thread
+
+pytestmark = pytest.mark.integration
+
+
+def _trainingjob(name: str, **spec: object) -> str:
+    manifest = {
+        "apiVersion": "mlcycle.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {"image": "example/train:1", "command": ["python", "-c", "print(1)"], **spec},
+    }
+    return yaml.safe_dump(manifest)
+
+
+def _get(kubectl: Kubectl, namespace: str, *what: str) -> dict[str, object]:
+    result: dict[str, object] = json.loads(
+        kubectl("get", *what, "-n", namespace, "-o", "json").stdout
+    )
+    return result
+
+
+def test_crds_are_served_with_category_and_short_names(kubectl: Kubectl, namespace: str) -> None:
+    resources = kubectl("api-resources", "--api-group=mlcycle.dev", "-o", "wide").stdout
+    for kind, short_name in (
+        ("TrainingJob", "tj"),
+        ("ModelVersion", "mv"),
+        ("InferenceService", "mlisvc"),
+    ):
+        line = next(line for line in resources.splitlines() if kind in line)
+        assert short_name in line.split()
+        assert "mlcycle" in line
+    assert "No resources found" in kubectl("get", "mlcycle", "-n", namespace).stderr
+
+
+def test_invalid_manifest_is_rejected_by_the_schema_with_a_readable_message(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    result = kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=_trainingjob("bad", workers=0), check=False
+    )
+    assert result.returncode != 0
+    assert "spec.workers" in result.stderr
+    assert "greater than or equal to 1" in result.stderr
+    assert kubectl("get", "trainingjob", "bad", "-n", namespace, check=False).returncode != 0
+
+
+def test_spec_is_immutable_once_created(kubectl: Kubectl, namespace: str) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=_trainingjob("fixed"))
+    result = kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=_trainingjob("fixed", workers=2),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "immutable" in result.stderr
+
+
+def test_operator_observes_a_trainingjob_and_reports_metrics(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    with operator_in_thread([namespace]) as operator:
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=_trainingjob("hello"))
+
+        def observed() -> dict[str, object] | None:
+            status = _get(kubectl, namespace, "trainingjob", "hello").get("status") or {}
+            assert isinstance(status, dict)
+            return status if status.get("observedGeneration") == 1 else None
+
+        status = eventually("status.observedGeneration of TrainingJob hello", observed)
+        accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+        assert accepted["status"] == "True"
+        assert accepted["reason"] == "SpecValid"
+        assert accepted["observedGeneration"] == 1
+        assert status["phase"] == "Pending"
+
+        events = _get(kubectl, namespace, "events", "--field-selector", "involvedObject.name=hello")
+        assert any(e["reason"] == "SpecValid" for e in events["items"])  # type: ignore[index, union-attr]
+
+        with urllib.request.urlopen(f"{operator.url}/healthz", timeout=5) as response:
+            assert response.read() == b"ok"
+        with urllib.request.urlopen(f"{operator.url}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert 'mlcycle_reconcile_total{kind="TrainingJob",result="success"}' in metrics
+        assert "mlcycle_reconcile_duration_seconds_bucket" in metrics
+
+
+def _pod(name: str, exit_code: int) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "ignored-locally",
+                        "command": [
+                            "python",
+                            "-c",
+                            f"import sys; print('bye'); sys.exit({exit_code})",
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(("exit_code", "phase"), [(0, "Succeeded"), (3, "Failed")])
+def test_node_agent_runs_a_pod_to_its_exit_code(
+    kubectl: Kubectl, namespace: str, exit_code: int, phase: str
+) -> None:
+    name = f"exit-{exit_code}"
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=_pod(name, exit_code))
+
+    def finished() -> dict[str, object] | None:
+        pod = _get(kubectl, namespace, "pod", name)
+        status = pod["status"]
+        assert isinstance(status, dict)
+        return pod if status.get("phase") in ("Succeeded", "Failed") else None
+
+    pod = eventually(f"pod {name} to finish", finished)
+    status = pod["status"]
+    assert isinstance(status, dict)
+    assert status["phase"] == phase
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == exit_code
+    assert status["podIP"].startswith("127.")
+    assert pod["spec"]["nodeName"] == "mlcycle-local"  # type: ignore[index]
