@@ -7,8 +7,6 @@ Both are measured in one run, on one local stack, for the same objects.
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -19,8 +17,7 @@ from kubernetes import client, config, watch
 
 from benchmarks.record import record
 from mlcycle.dev.cluster import LocalStack
-from mlcycle.dev.processes import free_port, wait_until
-from mlcycle.dev.toolchain import REPO_ROOT, binaries, pinned_versions
+from mlcycle.dev.toolchain import pinned_versions
 
 OBJECTS = 100
 NAMESPACE = "bench"
@@ -62,47 +59,11 @@ def main() -> None:
 
 def _measure(stack: LocalStack) -> dict[str, Any]:
     env = stack.env()
-    kubectl = str(binaries().kubectl)
-    subprocess.run(
-        [kubectl, "apply", "--server-side", "-f", str(REPO_ROOT / "crds")],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [kubectl, "wait", "--for=condition=Established", "-f", str(REPO_ROOT / "crds")],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [kubectl, "create", "namespace", NAMESPACE], env=env, check=True, capture_output=True
-    )
-    port = free_port()
-    stack.processes.start(
-        "operator",
-        [
-            sys.executable,
-            "-m",
-            "mlcycle.cli",
-            "run",
-            f"--namespace={NAMESPACE}",
-            "--http-host=127.0.0.1",
-            f"--http-port={port}",
-        ],
-        env={**env, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
-        cwd=REPO_ROOT,
-    )
+    stack.install_crds()
+    stack.kubectl("create", "namespace", NAMESPACE)
+    stack.start_operator(NAMESPACE)
     api = config.new_client_from_config(config_file=env["KUBECONFIG"])
     custom = client.CustomObjectsApi(api)
-
-    def operator_ready() -> bool:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-
-    wait_until("operator ready", operator_ready, timeout=60)
 
     created_at: dict[str, float] = {}
     seen_at: dict[str, float] = {}

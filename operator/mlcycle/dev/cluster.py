@@ -13,9 +13,10 @@ import os
 import random
 import secrets
 import ssl
+import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import yaml
 from mlcycle.dev.objectstore import ensure_bucket
 from mlcycle.dev.pki import ClusterPki, ensure_cluster_pki
 from mlcycle.dev.processes import ProcessGroup, free_port, wait_until
-from mlcycle.dev.toolchain import REPO_ROOT, Binaries, ensure_binaries
+from mlcycle.dev.toolchain import REPO_ROOT, Binaries, binaries, ensure_binaries
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 OPTIONAL_COMPONENTS = ("node-agent", "s3", "mlflow")
@@ -147,210 +148,243 @@ class LocalStack:
         for name in order + [n for n in self.processes.names() if n not in order]:
             self.processes.stop(name)
 
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            [str(binaries().kubectl), *args],
+            env={**_base_env(), **self.env()},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def install_crds(self) -> None:
+        crds = str(REPO_ROOT / "crds")
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", crds)
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+
+    def start_operator(self, namespace: str) -> str:
+        """`mlcycle run` as a process of the stack (stopped by `down`); returns its HTTP URL."""
+        url = f"http://127.0.0.1:{free_port()}"
+        port = url.rsplit(":", 1)[1]
+        self._ensure_running(
+            "operator",
+            [
+                sys.executable,
+                "-m",
+                "mlcycle.cli",
+                "run",
+                f"--namespace={namespace}",
+                "--http-host=127.0.0.1",
+                f"--http-port={port}",
+            ],
+            env={**_base_env(), **self.env()},
+            cwd=REPO_ROOT,
+            ready_when=lambda: _http_ok(f"{url}/readyz"),
+            what="operator /readyz",
+        )
+        return url
+
     def status(self) -> dict[str, bool]:
         names = [*CONTROL_PLANE, *OPTIONAL_COMPONENTS]
         return {name: self.processes.running(name) for name in names}
 
     # ---- components ----------------------------------------------------------------
-    def _start_etcd(self, binaries: Binaries, config: StackConfig) -> None:
-        if not self.processes.running("etcd"):
-            peer = f"http://127.0.0.1:{config.etcd_peer_port}"
-            client = f"http://127.0.0.1:{config.etcd_port}"
-            self.processes.start(
-                "etcd",
-                [
-                    str(binaries.etcd),
-                    "--name=local",
-                    f"--data-dir={self.state_dir / 'etcd'}",
-                    f"--listen-client-urls={client}",
-                    f"--advertise-client-urls={client}",
-                    f"--listen-peer-urls={peer}",
-                    f"--initial-advertise-peer-urls={peer}",
-                    f"--initial-cluster=local={peer}",
-                    # A throwaway dev store: fsync per write would make every test slower
-                    # for durability nobody needs here.
-                    "--unsafe-no-fsync=true",
-                    "--log-level=warn",
-                ],
-            )
+    def _ensure_running(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        ready_when: Callable[[], bool],
+        what: str,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        if not self.processes.running(name):
+            self.processes.start(name, argv, env=env, cwd=cwd)
         wait_until(
-            "etcd health",
-            lambda: _http_ok(f"http://127.0.0.1:{config.etcd_port}/health"),
+            what,
+            ready_when,
+            timeout=timeout,
+            interval=0.25 if timeout <= 120 else 0.5,
+            log_hint=self.state_dir / "logs" / f"{name}.log",
+        )
+
+    def _start_etcd(self, binaries: Binaries, config: StackConfig) -> None:
+        peer = f"http://127.0.0.1:{config.etcd_peer_port}"
+        client = f"http://127.0.0.1:{config.etcd_port}"
+        self._ensure_running(
+            "etcd",
+            [
+                str(binaries.etcd),
+                "--name=local",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=local={peer}",
+                # A throwaway dev store: fsync per write would make every test slower
+                # for durability nobody needs here.
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+            ready_when=lambda: _http_ok(f"http://127.0.0.1:{config.etcd_port}/health"),
+            what="etcd health",
             timeout=60,
-            log_hint=self.state_dir / "logs" / "etcd.log",
         )
 
     def _start_apiserver(self, binaries: Binaries, config: StackConfig, pki: ClusterPki) -> None:
-        if not self.processes.running("kube-apiserver"):
-            self.processes.start(
-                "kube-apiserver",
-                [
-                    str(binaries.kube_apiserver),
-                    f"--etcd-servers=http://127.0.0.1:{config.etcd_port}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
-                    f"--secure-port={config.apiserver_port}",
-                    f"--tls-cert-file={pki.apiserver.cert}",
-                    f"--tls-private-key-file={pki.apiserver.key}",
-                    f"--client-ca-file={pki.ca.cert}",
-                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                    f"--service-account-key-file={pki.service_account_pub}",
-                    f"--service-account-signing-key-file={pki.service_account_key}",
-                    f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                    "--authorization-mode=RBAC",
-                    "--allow-privileged=true",
-                    # The `kubernetes` Service's Endpoints would carry 127.0.0.1, which
-                    # Endpoints validation rejects; pods reach the apiserver through the
-                    # KUBERNETES_SERVICE_HOST the node agent sets instead.
-                    "--endpoint-reconciler-type=none",
-                    "--profiling=false",
-                    "--v=1",
-                ],
-            )
-        wait_until(
-            "kube-apiserver /readyz",
-            lambda: _https_ok(f"{self.apiserver_url}/readyz", pki),
+        self._ensure_running(
+            "kube-apiserver",
+            [
+                str(binaries.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{config.etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={config.apiserver_port}",
+                f"--tls-cert-file={pki.apiserver.cert}",
+                f"--tls-private-key-file={pki.apiserver.key}",
+                f"--client-ca-file={pki.ca.cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.service_account_pub}",
+                f"--service-account-signing-key-file={pki.service_account_key}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                # The `kubernetes` Service's Endpoints would carry 127.0.0.1, which
+                # Endpoints validation rejects; pods reach the apiserver through the
+                # KUBERNETES_SERVICE_HOST the node agent sets instead.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--v=1",
+            ],
+            ready_when=lambda: _https_ok(f"{self.apiserver_url}/readyz", pki),
+            what="kube-apiserver /readyz",
             timeout=120,
-            log_hint=self.state_dir / "logs" / "kube-apiserver.log",
         )
 
     def _start_controller_manager(
         self, binaries: Binaries, config: StackConfig, pki: ClusterPki
     ) -> None:
-        if not self.processes.running("kube-controller-manager"):
-            kubeconfig = str(self.kubeconfig)
-            self.processes.start(
-                "kube-controller-manager",
-                [
-                    str(binaries.kube_controller_manager),
-                    f"--kubeconfig={kubeconfig}",
-                    f"--authentication-kubeconfig={kubeconfig}",
-                    f"--authorization-kubeconfig={kubeconfig}",
-                    "--bind-address=127.0.0.1",
-                    f"--secure-port={config.controller_manager_port}",
-                    f"--service-account-private-key-file={pki.service_account_key}",
-                    f"--root-ca-file={pki.ca.cert}",
-                    f"--cluster-signing-cert-file={pki.ca.cert}",
-                    f"--cluster-signing-key-file={pki.ca.key}",
-                    "--use-service-account-credentials=true",
-                    f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                    "--leader-elect=false",
-                    "--v=1",
-                ],
-            )
-        wait_until(
-            "kube-controller-manager /healthz",
-            lambda: _https_ok(f"https://127.0.0.1:{config.controller_manager_port}/healthz"),
+        kubeconfig = str(self.kubeconfig)
+        self._ensure_running(
+            "kube-controller-manager",
+            [
+                str(binaries.kube_controller_manager),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={config.controller_manager_port}",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca.cert}",
+                f"--cluster-signing-cert-file={pki.ca.cert}",
+                f"--cluster-signing-key-file={pki.ca.key}",
+                "--use-service-account-credentials=true",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+            ready_when=lambda: _https_ok(
+                f"https://127.0.0.1:{config.controller_manager_port}/healthz"
+            ),
+            what="kube-controller-manager /healthz",
             timeout=60,
-            log_hint=self.state_dir / "logs" / "kube-controller-manager.log",
         )
 
     def _start_scheduler(self, binaries: Binaries, config: StackConfig) -> None:
-        if not self.processes.running("kube-scheduler"):
-            kubeconfig = str(self.kubeconfig)
-            self.processes.start(
-                "kube-scheduler",
-                [
-                    str(binaries.kube_scheduler),
-                    f"--kubeconfig={kubeconfig}",
-                    f"--authentication-kubeconfig={kubeconfig}",
-                    f"--authorization-kubeconfig={kubeconfig}",
-                    "--bind-address=127.0.0.1",
-                    f"--secure-port={config.scheduler_port}",
-                    "--leader-elect=false",
-                    "--v=1",
-                ],
-            )
-        wait_until(
-            "kube-scheduler /healthz",
-            lambda: _https_ok(f"https://127.0.0.1:{config.scheduler_port}/healthz"),
+        kubeconfig = str(self.kubeconfig)
+        self._ensure_running(
+            "kube-scheduler",
+            [
+                str(binaries.kube_scheduler),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={config.scheduler_port}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+            ready_when=lambda: _https_ok(f"https://127.0.0.1:{config.scheduler_port}/healthz"),
+            what="kube-scheduler /healthz",
             timeout=60,
-            log_hint=self.state_dir / "logs" / "kube-scheduler.log",
         )
 
     def _start_s3(self, binaries: Binaries, config: StackConfig) -> None:
-        if not self.processes.running("s3"):
-            data = self.state_dir / "s3"
-            data.mkdir(parents=True, exist_ok=True)
-            self.processes.start(
-                "s3",
-                [
-                    str(binaries.minio),
-                    "server",
-                    str(data),
-                    f"--address=127.0.0.1:{config.s3_port}",
-                    f"--console-address=127.0.0.1:{config.s3_console_port}",
-                    "--quiet",
-                ],
-                env={
-                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                    "HOME": str(self.state_dir),
-                    "MINIO_ROOT_USER": config.s3_access_key,
-                    "MINIO_ROOT_PASSWORD": config.s3_secret_key,
-                    # No phoning home: this machine reaches package registries only.
-                    "MINIO_UPDATE": "off",
-                    "MINIO_BROWSER": "off",
-                },
-            )
-        wait_until(
-            "S3 store (MinIO) health",
-            lambda: _http_ok(f"{self.s3_url}/minio/health/live"),
+        data = self.state_dir / "s3"
+        data.mkdir(parents=True, exist_ok=True)
+        self._ensure_running(
+            "s3",
+            [
+                str(binaries.minio),
+                "server",
+                str(data),
+                f"--address=127.0.0.1:{config.s3_port}",
+                f"--console-address=127.0.0.1:{config.s3_console_port}",
+                "--quiet",
+            ],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(self.state_dir),
+                "MINIO_ROOT_USER": config.s3_access_key,
+                "MINIO_ROOT_PASSWORD": config.s3_secret_key,
+                # No phoning home: this machine reaches package registries only.
+                "MINIO_UPDATE": "off",
+                "MINIO_BROWSER": "off",
+            },
+            ready_when=lambda: _http_ok(f"{self.s3_url}/minio/health/live"),
+            what="S3 store (MinIO) health",
             timeout=60,
-            log_hint=self.state_dir / "logs" / "s3.log",
         )
         ensure_bucket(self.s3_url, config.s3_access_key, config.s3_secret_key, ARTIFACT_BUCKET)
 
     def _start_mlflow(self, config: StackConfig) -> None:
-        if not self.processes.running("mlflow"):
-            data = self.state_dir / "mlflow"
-            data.mkdir(parents=True, exist_ok=True)
-            self.processes.start(
+        data = self.state_dir / "mlflow"
+        data.mkdir(parents=True, exist_ok=True)
+        self._ensure_running(
+            "mlflow",
+            [
+                sys.executable,
+                "-m",
                 "mlflow",
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "server",
-                    f"--backend-store-uri=sqlite:///{data / 'mlflow.db'}",
-                    f"--artifacts-destination=s3://{ARTIFACT_BUCKET}/artifacts",
-                    "--host=127.0.0.1",
-                    f"--port={config.mlflow_port}",
-                    "--workers=1",
-                ],
-                env={**_base_env(), **self.env()},
-            )
-        wait_until(
-            "MLflow tracking server /health",
-            lambda: _http_ok(f"{self.mlflow_url}/health"),
+                "server",
+                f"--backend-store-uri=sqlite:///{data / 'mlflow.db'}",
+                f"--artifacts-destination=s3://{ARTIFACT_BUCKET}/artifacts",
+                "--host=127.0.0.1",
+                f"--port={config.mlflow_port}",
+                "--workers=1",
+            ],
+            env={**_base_env(), **self.env()},
+            ready_when=lambda: _http_ok(f"{self.mlflow_url}/health"),
+            what="MLflow tracking server /health",
             timeout=180,
-            interval=0.5,
-            log_hint=self.state_dir / "logs" / "mlflow.log",
         )
 
     def _start_node_agent(self, config: StackConfig) -> None:
-        if not self.processes.running("node-agent"):
-            self.processes.start(
-                "node-agent",
-                [
-                    sys.executable,
-                    "-m",
-                    "mlcycle.dev.nodeagent",
-                    f"--kubeconfig={self.kubeconfig}",
-                    f"--node-name={NODE_NAME}",
-                    f"--state-dir={self.state_dir / 'node'}",
-                    f"--cpu={config.node_cpu}",
-                    f"--memory={config.node_memory}",
-                    f"--extended-resource=nvidia.com/gpu={config.node_gpus}",
-                    f"--pod-ip-prefix={config.pod_ip_prefix}",
-                ],
-                env={**_base_env(), "KUBECONFIG": str(self.kubeconfig)},
-                cwd=REPO_ROOT,
-            )
-        wait_until(
-            f"node {NODE_NAME} Ready",
-            self._node_ready,
+        self._ensure_running(
+            "node-agent",
+            [
+                sys.executable,
+                "-m",
+                "mlcycle.dev.nodeagent",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--node-name={NODE_NAME}",
+                f"--state-dir={self.state_dir / 'node'}",
+                f"--cpu={config.node_cpu}",
+                f"--memory={config.node_memory}",
+                f"--extended-resource=nvidia.com/gpu={config.node_gpus}",
+                f"--pod-ip-prefix={config.pod_ip_prefix}",
+            ],
+            env={**_base_env(), "KUBECONFIG": str(self.kubeconfig)},
+            cwd=REPO_ROOT,
+            ready_when=self._node_ready,
+            what=f"node {NODE_NAME} Ready",
             timeout=60,
-            log_hint=self.state_dir / "logs" / "node-agent.log",
         )
 
     def _node_ready(self) -> bool:

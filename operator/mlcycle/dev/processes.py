@@ -20,7 +20,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _process_start_ticks(pid: int) -> str | None:
+def process_start_ticks(pid: int) -> str | None:
     """The kernel's start time of a pid: tells our process apart from a recycled pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -37,7 +37,7 @@ class ManagedProcess:
     log: Path
 
     def alive(self) -> bool:
-        return _process_start_ticks(self.pid) == self.start_ticks
+        return process_start_ticks(self.pid) == self.start_ticks
 
 
 class ProcessGroup:
@@ -82,7 +82,7 @@ class ProcessGroup:
                 cwd=cwd,
                 start_new_session=True,
             )
-        ticks = _process_start_ticks(popen.pid) or ""
+        ticks = process_start_ticks(popen.pid) or ""
         process = ManagedProcess(name, popen.pid, ticks, log)
         self._pid_file(name).write_text(
             json.dumps({"pid": popen.pid, "start_ticks": ticks, "log": str(log), "argv": argv})
