@@ -78,9 +78,13 @@ class RunningOperator:
 @contextmanager
 def operator_in_thread(namespaces: list[str], **overrides: object) -> Iterator[RunningOperator]:
     """The real operator runtime on its own event loop, stopped and joined afterwards."""
-    config = OperatorConfig(
-        namespaces=namespaces, http_host="127.0.0.1", http_port=free_port(), **overrides
-    )
+    settings: dict[str, object] = {
+        "http_host": "127.0.0.1",
+        "http_port": free_port(),
+        "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI"),
+        **overrides,
+    }
+    config = OperatorConfig(namespaces=namespaces, **settings)  # type: ignore[arg-type]
     stop_flag = threading.Event()
     ready_flag = threading.Event()
     failure: list[BaseException] = []

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 
 import kopf
 
+from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.http import serve_probes_and_metrics
 from mlcycle.adapters.kube import ensure_peering_objects, new_api_client
 from mlcycle.adapters.metrics import OperatorMetrics
+from mlcycle.adapters.tracking import MlflowTracking
 from mlcycle.config import OperatorConfig
 from mlcycle.handlers.registration import OperatorContext, build_registry, configure_settings
+from mlcycle.reconcile.trainingjob import TrainingDeps
 
 
 def configure_logging(config: OperatorConfig) -> None:
@@ -29,7 +33,16 @@ async def run_operator(
     ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
     metrics = OperatorMetrics()
-    context = OperatorContext(config=config, metrics=metrics)
+    cluster = await asyncio.to_thread(_cluster_client)
+    context = OperatorContext(
+        config=config,
+        metrics=metrics,
+        training=TrainingDeps(
+            cluster=cluster,
+            tracking_for=_tracking_for,
+            default_tracking_uri=config.mlflow_tracking_uri,
+        ),
+    )
     registry = build_registry()
     settings = configure_settings(config)
     kopf_ready = asyncio.Event()
@@ -56,6 +69,16 @@ async def run_operator(
     finally:
         waiter.cancel()
         await runner.cleanup()
+
+
+def _cluster_client() -> ClusterClient:
+    # Discovery happens here, once, rather than on the first reconcile.
+    return ClusterClient(new_api_client())
+
+
+@functools.cache
+def _tracking_for(tracking_uri: str) -> MlflowTracking:
+    return MlflowTracking(tracking_uri)
 
 
 def _ensure_peering(config: OperatorConfig) -> None:

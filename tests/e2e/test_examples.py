@@ -17,11 +17,12 @@ pytestmark = pytest.mark.e2e
 def test_demo_drives_every_example(stack: LocalStack, kubectl: Kubectl) -> None:
     try:
         run_demo(stack)
-        objects = json.loads(kubectl("get", "mlcycle", "-n", DEMO_NAMESPACE, "-o", "json").stdout)
-        assert objects["items"], "the examples created no mlcycle objects"
-        for item in objects["items"]:
-            accepted = next(c for c in item["status"]["conditions"] if c["type"] == "Accepted")
-            assert accepted["status"] == "True", item["metadata"]["name"]
+        trainings = json.loads(kubectl("get", "tj", "-n", DEMO_NAMESPACE, "-o", "json").stdout)
+        phases = {t["metadata"]["name"]: t["status"]["phase"] for t in trainings["items"]}
+        assert phases == {"hello": "Succeeded", "iris": "Succeeded"}
+        iris = next(t for t in trainings["items"] if t["metadata"]["name"] == "iris")
+        registered = iris["status"]["registeredModelVersion"]
+        kubectl("get", "modelversion", registered, "-n", DEMO_NAMESPACE)
     finally:
         stack.processes.stop("operator")
         kubectl("delete", "namespace", DEMO_NAMESPACE, "--wait=false", check=False)

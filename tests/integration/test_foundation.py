@@ -71,18 +71,22 @@ def test_spec_is_immutable_once_created(kubectl: Kubectl, namespace: str) -> Non
     assert "immutable" in result.stderr
 
 
-def test_operator_observes_a_trainingjob_and_reports_metrics(
-    kubectl: Kubectl, namespace: str
-) -> None:
+def test_operator_observes_an_object_and_reports_metrics(kubectl: Kubectl, namespace: str) -> None:
+    manifest = {
+        "apiVersion": "mlcycle.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": "hello"},
+        "spec": {"modelName": "hello", "source": {"uri": "s3://models/hello"}},
+    }
     with operator_in_thread([namespace]) as operator:
-        kubectl("apply", "-n", namespace, "-f", "-", input_text=_trainingjob("hello"))
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
 
         def observed() -> dict[str, object] | None:
-            status = _get(kubectl, namespace, "trainingjob", "hello").get("status") or {}
+            status = _get(kubectl, namespace, "modelversion", "hello").get("status") or {}
             assert isinstance(status, dict)
             return status if status.get("observedGeneration") == 1 else None
 
-        status = eventually("status.observedGeneration of TrainingJob hello", observed)
+        status = eventually("status.observedGeneration of ModelVersion hello", observed)
         accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
         assert accepted["status"] == "True"
         assert accepted["reason"] == "SpecValid"
@@ -96,7 +100,7 @@ def test_operator_observes_a_trainingjob_and_reports_metrics(
             assert response.read() == b"ok"
         with urllib.request.urlopen(f"{operator.url}/metrics", timeout=5) as response:
             metrics = response.read().decode()
-        assert 'mlcycle_reconcile_total{kind="TrainingJob",result="success"}' in metrics
+        assert 'mlcycle_reconcile_total{kind="ModelVersion",result="success"}' in metrics
         assert "mlcycle_reconcile_duration_seconds_bucket" in metrics
 
 

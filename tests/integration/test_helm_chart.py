@@ -44,7 +44,11 @@ def test_chart_lints_clean(stack: LocalStack) -> None:
 def release(stack: LocalStack, namespace: str, tmp_path: Path) -> Iterator[str]:
     name = f"mlcycle-{namespace}"
     values = {
-        "operator": {"namespaces": [namespace], "logLevel": "INFO"},
+        "operator": {
+            "namespaces": [namespace],
+            "logLevel": "INFO",
+            "mlflowTrackingUri": stack.env()["MLFLOW_TRACKING_URI"],
+        },
         # Locally the pods run as processes of this machine: they find the API server
         # through the stack's kubeconfig instead of a mounted service-account token.
         "extraEnv": [{"name": "KUBECONFIG", "value": str(stack.kubeconfig)}],

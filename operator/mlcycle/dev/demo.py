@@ -28,26 +28,32 @@ def _http_get(url: str) -> str:
         return body.decode()
 
 
+def example_manifests() -> list[Path]:
+    examples = REPO_ROOT / "examples"
+    return sorted([*examples.glob("*.yaml"), *examples.glob("*/*.yaml")])
+
+
 def run_demo(stack: LocalStack) -> None:
     stack.up()
     stack.install_crds()
     stack.kubectl("create", "namespace", DEMO_NAMESPACE, check=False)
     operator_url = stack.start_operator(DEMO_NAMESPACE)
-    for manifest in sorted((REPO_ROOT / "examples").glob("*.yaml")):
+    for manifest in example_manifests():
         stack.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", str(manifest))
 
-    def all_observed() -> bool:
-        items = json.loads(stack.kubectl("get", "mlcycle", "-n", DEMO_NAMESPACE, "-o", "json"))
+    def trainings_finished() -> bool:
+        items = json.loads(stack.kubectl("get", "tj", "-n", DEMO_NAMESPACE, "-o", "json"))
         return bool(items["items"]) and all(
-            item.get("status", {}).get("observedGeneration") == item["metadata"]["generation"]
+            (item.get("status") or {}).get("phase") in ("Succeeded", "Failed")
             for item in items["items"]
         )
 
-    wait_until("the operator to observe every example", all_observed, timeout=60)
+    wait_until("every example TrainingJob to finish", trainings_finished, timeout=300)
     _show(stack, "get", "nodes", "-o", "wide")
     _show(stack, "get", "crds", "-l", "app.kubernetes.io/part-of=mlcycle")
     _show(stack, "get", "mlcycle", "-n", DEMO_NAMESPACE)
-    _show(stack, "describe", "trainingjob", "hello", "-n", DEMO_NAMESPACE)
+    _show(stack, "describe", "trainingjob", "iris", "-n", DEMO_NAMESPACE)
+    _show(stack, "get", "jobs,pods", "-n", DEMO_NAMESPACE)
     metrics = _http_get(f"{operator_url}/metrics")
     print("\n$ GET operator /metrics | grep mlcycle_reconcile_total")
     print(

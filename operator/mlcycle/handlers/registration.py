@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -11,10 +10,11 @@ import kopf
 
 from mlcycle.adapters.kube import kube_configuration
 from mlcycle.adapters.metrics import OperatorMetrics
-from mlcycle.api.v1alpha1 import GROUP, KINDS, VERSION, CustomResource
+from mlcycle.api.v1alpha1 import GROUP, KINDS, VERSION, CustomResource, TrainingJob
 from mlcycle.config import OperatorConfig
-from mlcycle.plan.conditions import status_changed
-from mlcycle.reconcile.acceptance import reconcile_acceptance
+from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.handlers.trainingjob import register_trainingjob
+from mlcycle.reconcile.trainingjob import TrainingDeps
 
 FIELD_MANAGER = "mlcycle-operator"
 
@@ -25,6 +25,7 @@ class OperatorContext:
 
     config: OperatorConfig
     metrics: OperatorMetrics
+    training: TrainingDeps
 
 
 def configure_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -39,6 +40,7 @@ def configure_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     # Events are posted deliberately, on transitions; handler log lines stay logs.
     settings.posting.level = logging.CRITICAL
     settings.peering.name = config.peering_name
+    settings.persistence.finalizer = "mlcycle.dev/finalizer"
     return settings
 
 
@@ -66,13 +68,7 @@ def _register_kind(registry: kopf.OperatorRegistry, kind: type[CustomResource]) 
     async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         context: OperatorContext = memo.context
         with context.metrics.reconciling(kind_name):
-            plan = reconcile_acceptance(kind, body, now=datetime.datetime.now(datetime.UTC))
-        if status_changed(dict(body.get("status") or {}), plan.status_patch):
-            patch.status.update(plan.status_patch)
-        if plan.event is not None:
-            kopf.event(
-                body, type=plan.event.type, reason=plan.event.reason, message=plan.event.message
-            )
+            record_acceptance(kind, body, patch)
 
     plural = kind.plural()
     for cause, register in (
@@ -88,5 +84,8 @@ def build_registry() -> kopf.OperatorRegistry:
     # A registry of our own starts without kopf's default login handlers.
     kopf.on.login(registry=registry)(login)
     for kind in KINDS:
-        _register_kind(registry, kind)
+        if kind is TrainingJob:
+            register_trainingjob(registry)
+        else:
+            _register_kind(registry, kind)
     return registry

@@ -1,0 +1,58 @@
+"""The few domain errors adapters raise, whatever library sits behind them.
+
+Reconcilers catch these, never `MlflowException`, `ApiException` or `botocore` errors: one
+module maps them to kopf's retry semantics and to a condition reason. Their messages end up
+in status conditions, Events and logs, so every message is passed through `redact` here,
+once, rather than trusted to each call site.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Conditions and Events are read by people; a stack of nested library messages is not.
+MAX_MESSAGE_LENGTH = 400
+
+# `scheme://user:password@host` — libraries echo the URL they called, userinfo included.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
+# Query strings carry presigned signatures and tokens (`X-Amz-Signature=…`, `token=…`).
+_URL_QUERY = re.compile(r"(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#\"')]+)\?[^\s\"')]*")
+
+
+def redact(text: str) -> str:
+    """`text` without URL credentials or query strings, capped to a readable length."""
+    cleaned = _URL_QUERY.sub(r"\g<url>?…", _URL_USERINFO.sub(r"\g<scheme>", text))
+    if len(cleaned) > MAX_MESSAGE_LENGTH:
+        return cleaned[: MAX_MESSAGE_LENGTH - 1] + "…"
+    return cleaned
+
+
+class AdapterError(Exception):
+    """A call to an external system failed; the message is safe to show in status."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class UnavailableError(AdapterError):
+    """The service could not be reached or did not answer properly: retry later, with backoff.
+
+    Also raised for authentication failures of the operator itself: the object is fine, the
+    operator's configuration is not, and retrying after an administrator fixes it succeeds.
+    """
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(f"{service} unavailable: {message}")
+        self.service = service
+
+
+class NotFoundError(AdapterError):
+    """The thing named does not exist (a run, an experiment, a model version)."""
+
+
+class InvalidError(AdapterError):
+    """The service refused the request as invalid: retrying the same request cannot help."""

@@ -1,0 +1,247 @@
+"""TrainingJob: observe the MLflow run, the Job and its pods; plan; apply; write status.
+
+Level-triggered: the TrainingJob's own events, its Job's events and a slow timer all call
+`reconcile_trainingjob`, which converges to the same state however often it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlcycle.adapters.cluster import ClusterClient
+from mlcycle.adapters.errors import AdapterError, NotFoundError, UnavailableError
+from mlcycle.adapters.tracking import DatasetInput, MlflowTracking
+from mlcycle.api.v1alpha1 import API_VERSION, TrainingJob
+from mlcycle.api.v1alpha1.trainingjob import TrainingJobStatus
+from mlcycle.plan import trainingjob as plan
+from mlcycle.plan.acceptance import EventIntent
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass
+class TrainingDeps:
+    cluster: ClusterClient
+    tracking_for: Callable[[str], MlflowTracking]
+    default_tracking_uri: str | None
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        # Several triggers (own events, Job events, timer) may fire at once for one object.
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    events: list[EventIntent]
+    retry_after: float | None = None
+
+
+def _labels(tj: TrainingJob) -> dict[str, str]:
+    return {"mlcycle.dev/trainingjob-uid": str(tj.metadata.uid)}
+
+
+async def reconcile_trainingjob(
+    tj: TrainingJob, deps: TrainingDeps, now: datetime.datetime
+) -> TrainingOutcome:
+    async with deps.lock(str(tj.metadata.uid)):
+        return await _reconcile(tj, deps, now)
+
+
+async def _reconcile(
+    tj: TrainingJob, deps: TrainingDeps, now: datetime.datetime
+) -> TrainingOutcome:
+    namespace = str(tj.metadata.namespace)
+    status = tj.status or TrainingJobStatus()
+    if status.phase in TERMINAL_PHASES:
+        return await _after_finish(tj, status, deps, now)
+    if deps.default_tracking_uri is None:
+        return await _write(
+            tj,
+            deps,
+            plan.blocked_status(
+                tj,
+                status,
+                "MLflowNotConfigured",
+                "the operator has no MLflow tracking URI (--mlflow-tracking-uri)",
+                now,
+            ),
+        )
+    tracking = deps.tracking_for(deps.default_tracking_uri)
+    try:
+        binding = await asyncio.to_thread(
+            _ensure_run, tj, status, tracking, deps.default_tracking_uri
+        )
+    except AdapterError as error:
+        outcome = await _write(
+            tj, deps, plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
+        )
+        return TrainingOutcome(outcome.events, retry_after=10)
+
+    job_name = status.job_name or plan.job_name(tj, attempt=0)
+    job = await asyncio.to_thread(deps.cluster.get, "batch/v1", "Job", namespace, job_name)
+    if job is None:
+        desired = plan.desired_job(tj, binding, attempt=plan.attempt_of(job_name, tj))
+        service = plan.desired_headless_service(tj, desired["metadata"]["name"])
+        if service is not None:
+            await asyncio.to_thread(deps.cluster.apply, service)
+        job = await asyncio.to_thread(deps.cluster.apply, desired)
+        job_name = desired["metadata"]["name"]
+    elif bool((job.get("spec") or {}).get("suspend")) != plan.job_suspended(tj, job):
+        # suspend is the one mutable field: hand it to the Job (Kueue does the same).
+        desired = plan.desired_job(tj, binding, attempt=plan.attempt_of(job_name, tj))
+        job = await asyncio.to_thread(deps.cluster.apply, desired)
+    pods = await asyncio.to_thread(
+        deps.cluster.list, "v1", "Pod", namespace, f"job-name={job_name}"
+    )
+    observation = plan.observe_training(tj, job, pods, now)
+
+    restart = plan.gang_restart(tj, job, pods)
+    if restart is not None and restart.restart:
+        await asyncio.to_thread(deps.cluster.delete, "batch/v1", "Job", namespace, job_name)
+        next_job = plan.desired_job(tj, binding, attempt=restart.next_attempt)
+        await asyncio.to_thread(deps.cluster.apply, next_job)
+        job_name = next_job["metadata"]["name"]
+        observation = plan.observe_training(tj, None, [], now)
+
+    metrics: dict[str, float] = dict(status.metrics)
+    registered: str | None = status.registered_model_version
+    gate_result = None
+    if observation.terminal:
+        if observation.reason == "StartupDeadlineExceeded":
+            await asyncio.to_thread(deps.cluster.delete, "batch/v1", "Job", namespace, job_name)
+        try:
+            metrics = await asyncio.to_thread(tracking.final_metrics, binding.run_id)
+            await asyncio.to_thread(
+                tracking.terminate_run, binding.run_id, plan.mlflow_run_status(observation)
+            )
+        except AdapterError as error:
+            outcome = await _write(
+                tj, deps, plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
+            )
+            return TrainingOutcome(outcome.events, retry_after=10)
+        if observation.phase == "Succeeded" and tj.spec.registration is not None:
+            gate_result, registered = await _register(tj, binding, tracking, metrics, deps)
+
+    new_status = plan.status_patch(
+        tj,
+        previous=status,
+        observation=observation,
+        run=binding,
+        run_url=plan.mlflow_run_url(binding),
+        job_name=job_name,
+        metrics=metrics,
+        gates=gate_result,
+        registered_model_version=registered,
+        now=now,
+    )
+    return await _write(tj, deps, new_status)
+
+
+def _tracking_reason(error: AdapterError) -> str:
+    # Unreachable or erroring MLflow is retried with backoff; a request MLflow refused
+    # (deleted experiment, invalid name) needs a person, so it gets its own reason.
+    return "MLflowUnavailable" if isinstance(error, UnavailableError) else "MLflowRejected"
+
+
+def _ensure_run(
+    tj: TrainingJob, status: TrainingJobStatus, tracking: MlflowTracking, tracking_uri: str
+) -> plan.RunBinding:
+    experiment = plan.experiment_name(tj)
+    if status.mlflow_run_id and status.mlflow_experiment_id:
+        return plan.RunBinding(
+            status.mlflow_run_id, status.mlflow_experiment_id, experiment, tracking_uri
+        )
+    dataset = tj.spec.dataset
+    run = tracking.ensure_run(
+        experiment_name=experiment,
+        run_name=plan.run_name(tj),
+        owner_uid=str(tj.metadata.uid),
+        owner_tags={
+            "mlcycle.dev/namespace": str(tj.metadata.namespace),
+            "mlcycle.dev/name": str(tj.metadata.name),
+            "mlcycle.dev/kind": "TrainingJob",
+        },
+        extra_tags=tj.spec.mlflow.tags if tj.spec.mlflow else {},
+        params=tj.spec.hyperparameters,
+        dataset=DatasetInput(uri=dataset.uri, digest=dataset.digest, version=dataset.version)
+        if dataset
+        else None,
+    )
+    return plan.RunBinding(run.run_id, run.experiment_id, experiment, tracking_uri)
+
+
+async def _register(
+    tj: TrainingJob,
+    binding: plan.RunBinding,
+    tracking: MlflowTracking,
+    metrics: dict[str, float],
+    deps: TrainingDeps,
+) -> tuple[plan.GateResult, str | None]:
+    registration = tj.spec.registration
+    assert registration is not None
+    champion = None
+    if registration.compare_to and registration.compare_metric:
+        champion = await asyncio.to_thread(
+            tracking.metric_of_alias,
+            registration.model_name,
+            registration.compare_to.lstrip("@"),
+            registration.compare_metric,
+        )
+    result = plan.evaluate_gates(
+        registration.gates, metrics, champion_metric=champion, registration=registration
+    )
+    if not result.passed:
+        return result, None
+    model_version = plan.desired_model_version(tj, binding)
+    await asyncio.to_thread(deps.cluster.apply, model_version)
+    return result, str(model_version["metadata"]["name"])
+
+
+async def _after_finish(
+    tj: TrainingJob, status: TrainingJobStatus, deps: TrainingDeps, now: datetime.datetime
+) -> TrainingOutcome:
+    """The TrainingJob owns its TTL (not the Job's ttlSecondsAfterFinished): deleting the
+    Job alone would make a level-triggered controller recreate it."""
+    ttl = tj.spec.ttl_seconds_after_finished
+    if ttl is None or status.completion_time is None:
+        return TrainingOutcome([])
+    expires = status.completion_time + datetime.timedelta(seconds=ttl)
+    if now >= expires:
+        await asyncio.to_thread(
+            deps.cluster.delete,
+            API_VERSION,
+            "TrainingJob",
+            str(tj.metadata.namespace),
+            str(tj.metadata.name),
+            uid=str(tj.metadata.uid),
+        )
+        return TrainingOutcome([])
+    return TrainingOutcome([], retry_after=(expires - now).total_seconds())
+
+
+async def _write(tj: TrainingJob, deps: TrainingDeps, planned: plan.StatusPlan) -> TrainingOutcome:
+    if planned.changed:
+        await asyncio.to_thread(
+            deps.cluster.patch_status,
+            API_VERSION,
+            "TrainingJob",
+            str(tj.metadata.namespace),
+            str(tj.metadata.name),
+            planned.status,
+        )
+    return TrainingOutcome(list(planned.events))
+
+
+async def kill_run_on_delete(tj: TrainingJob, deps: TrainingDeps) -> None:
+    """A TrainingJob deleted mid-training leaves no run RUNNING in MLflow."""
+    status = tj.status or TrainingJobStatus()
+    if status.phase in TERMINAL_PHASES or not status.mlflow_run_id or not deps.default_tracking_uri:
+        return
+    tracking = deps.tracking_for(deps.default_tracking_uri)
+    with contextlib.suppress(NotFoundError):  # a run removed by hand needs no closing
+        await asyncio.to_thread(tracking.terminate_run, status.mlflow_run_id, "KILLED")

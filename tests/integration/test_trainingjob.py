@@ -1,0 +1,211 @@
+"""TrainingJob end to end: pods run by the node agent, a real MLflow run, real S3."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from mlcycle.dev.cluster import LocalStack
+from tests.harness import REPO_ROOT, Kubectl, RunningOperator, eventually, operator_in_thread
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+@pytest.fixture
+def operator(namespace: str) -> Iterator[RunningOperator]:
+    with operator_in_thread([namespace]) as running:
+        yield running
+
+
+def _apply(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
+    manifest = {
+        "apiVersion": "mlcycle.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {"image": "example/train:1", **spec},
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
+
+
+def _get(kubectl: Kubectl, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def _finished(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
+    def terminal_status() -> dict[str, Any] | None:
+        tj = _get(kubectl, namespace, "trainingjob", name) or {}
+        status: dict[str, Any] = tj.get("status") or {}
+        return status if status.get("phase") in TERMINAL else None
+
+    return eventually(f"TrainingJob {name} to finish", terminal_status, timeout=timeout)
+
+
+def _mlflow(stack: LocalStack) -> MlflowClient:
+    return MlflowClient(tracking_uri=stack.env()["MLFLOW_TRACKING_URI"])
+
+
+def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    manifest = yaml.safe_load((REPO_ROOT / "examples" / "iris" / "trainingjob.yaml").read_text())
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
+    status = _finished(kubectl, namespace, "iris", timeout=180)
+    assert status["phase"] == "Succeeded", status
+    assert status["metrics"]["accuracy"] >= 0.9
+    assert status["startTime"]
+    assert status["completionTime"]
+    run = _mlflow(stack).get_run(status["mlflowRunId"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlcycle.dev/uid"]
+    assert run.data.params["max_iter"] == "200"
+    assert status["mlflowRunUrl"].endswith(f"/runs/{status['mlflowRunId']}")
+    # MLflow 3 records a logged model as its own entity whose artifacts sit in the S3 store.
+    models = _mlflow(stack).search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{status['mlflowRunId']}'",
+    )
+    assert [m.name for m in models] == ["model"]
+    version_name = status["registeredModelVersion"]
+    model_version = _get(kubectl, namespace, "modelversion", version_name)
+    assert model_version is not None
+    assert model_version["spec"]["modelName"] == "iris"
+    # The run, not the TrainingJob, is the source: the TrainingJob may expire by its TTL.
+    assert model_version["spec"]["source"]["run"] == {
+        "runId": status["mlflowRunId"],
+        "artifactPath": "model",
+    }
+    assert model_version["spec"]["aliases"] == ["challenger"]
+
+
+def test_failing_script_fails_with_exit_code_and_message_and_the_run_fails(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    _apply(
+        kubectl,
+        namespace,
+        "crash",
+        command=["python", "-c", "import sys; print('loss went NaN'); sys.exit(3)"],
+        backoffLimit=0,
+    )
+    status = _finished(kubectl, namespace, "crash")
+    assert status["phase"] == "Failed"
+    assert "3" in status["failureMessage"]
+    assert "loss went NaN" in status["failureMessage"]
+    assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "FAILED"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True"
+
+
+def test_deadline_exceeded_kills_the_run(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    _apply(
+        kubectl,
+        namespace,
+        "slow",
+        command=["python", "-c", "import time; time.sleep(600)"],
+        activeDeadlineSeconds=3,
+    )
+    status = _finished(kubectl, namespace, "slow")
+    assert status["phase"] == "Failed"
+    assert status["failureReason"] == "DeadlineExceeded"
+    assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "KILLED"
+
+
+def test_gates_not_met_say_which_metric_missed_and_register_nothing(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    script = "import mlflow\nwith mlflow.start_run():\n    mlflow.log_metric('accuracy', 0.5)\n"
+    _apply(
+        kubectl,
+        namespace,
+        "weak",
+        command=["python", "-c", script],
+        register={"modelName": "weak", "gates": [{"metric": "accuracy", "op": ">=", "value": 0.9}]},
+    )
+    status = _finished(kubectl, namespace, "weak", timeout=150)
+    assert status["phase"] == "Succeeded"
+    assert not status.get("registeredModelVersion")
+    gate = next(c for c in status["conditions"] if c["type"] == "ModelRegistered")
+    assert gate["status"] == "False"
+    assert "accuracy" in gate["message"]
+    assert "0.9" in gate["message"]
+
+
+def test_two_workers_get_the_distributed_environment(
+    kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    script = (
+        "import os, sys\n"
+        "env = {k: os.environ[k] for k in ('MASTER_ADDR','MASTER_PORT','WORLD_SIZE','RANK')}\n"
+        "print(env)\n"
+        "ok = env['WORLD_SIZE'] == '2' and env['RANK'] in ('0','1')\n"
+        "ok = ok and env['MASTER_ADDR'].startswith('gang-0.')\n"
+        "sys.exit(0 if ok else 7)\n"
+    )
+    _apply(kubectl, namespace, "gang", command=["python", "-c", script], workers=2)
+    status = _finished(kubectl, namespace, "gang")
+    assert status["phase"] == "Succeeded", status
+    job = _get(kubectl, namespace, "job", status["jobName"])
+    assert job is not None
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == 2
+    assert _get(kubectl, namespace, "service", "gang") is not None
+
+
+def test_deleting_the_trainingjob_removes_job_and_pods_and_kills_the_run(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    _apply(kubectl, namespace, "doomed", command=["python", "-c", "import time; time.sleep(600)"])
+
+    def running() -> dict[str, Any] | None:
+        tj = _get(kubectl, namespace, "trainingjob", "doomed") or {}
+        status: dict[str, Any] = tj.get("status") or {}
+        return status if status.get("phase") == "Running" else None
+
+    status = eventually("TrainingJob doomed Running", running, timeout=90)
+    kubectl("delete", "trainingjob", "doomed", "-n", namespace, "--wait=true", "--timeout=60s")
+    eventually(
+        "the Job and its pods to be garbage-collected",
+        lambda: (
+            _get(kubectl, namespace, "job", status["jobName"]) is None
+            and "doomed" not in kubectl("get", "pods", "-n", namespace, "-o", "name").stdout
+        ),
+        timeout=60,
+    )
+    assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "KILLED"
+
+
+def test_operator_restart_mid_run_creates_no_second_run_or_job(
+    stack: LocalStack, kubectl: Kubectl, namespace: str
+) -> None:
+    with operator_in_thread([namespace]):
+        _apply(kubectl, namespace, "steady", command=["python", "-c", "import time; time.sleep(8)"])
+        eventually(
+            "a Job for steady",
+            lambda: _get(kubectl, namespace, "job", "steady"),
+            timeout=60,
+        )
+    with operator_in_thread([namespace]):
+        status = _finished(kubectl, namespace, "steady")
+    assert status["phase"] == "Succeeded"
+    jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
+    assert [j["metadata"]["name"] for j in jobs] == ["steady"]
+    runs = _mlflow(stack).search_runs(
+        experiment_ids=[
+            _mlflow(stack).get_experiment_by_name(namespace).experiment_id  # type: ignore[union-attr]
+        ],
+        filter_string="tags.`mlcycle.dev/name` = 'steady'",
+    )
+    assert len(runs) == 1
