@@ -1,0 +1,1 @@
+"""The data plane: the model server and the router, processes of their own beside the operator."""
