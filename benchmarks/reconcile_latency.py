@@ -6,7 +6,6 @@ Both are measured in one run, on one local stack, for the same objects.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import threading
 import time
@@ -15,27 +14,12 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from benchmarks.record import record
+from benchmarks.record import latency_summary, record
 from mlcycle.dev.cluster import LocalStack
 from mlcycle.dev.toolchain import pinned_versions
 
 OBJECTS = 100
 NAMESPACE = "bench"
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def _summary(latencies_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in latencies_s]
-    return {
-        "p50_ms": round(statistics.median(ms), 2),
-        "p90_ms": round(_percentile(ms, 0.9), 2),
-        "p99_ms": round(_percentile(ms, 0.99), 2),
-        "max_ms": round(max(ms), 2),
-    }
 
 
 def main() -> None:
@@ -115,8 +99,10 @@ def _measure(stack: LocalStack) -> dict[str, Any]:
             "from just before the create call to the first watch event (floor) or to the"
             " event carrying status.observedGeneration (operator), in milliseconds"
         ),
-        "watch_sees_object": _summary([seen_at[n] - created_at[n] for n in created_at]),
-        "operator_writes_status": _summary([observed_at[n] - created_at[n] for n in created_at]),
+        "watch_sees_object": latency_summary([seen_at[n] - created_at[n] for n in created_at]),
+        "operator_writes_status": latency_summary(
+            [observed_at[n] - created_at[n] for n in created_at]
+        ),
         "objects_per_second_to_observed": round(OBJECTS / burst_s, 1),
     }
 

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,19 @@ def record(name: str, results: dict[str, Any], extra_versions: dict[str, str]) -
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def latency_summary(latencies_s: list[float]) -> dict[str, float]:
+    """p50/p90/p99/max in milliseconds of latencies given in seconds."""
+    ms = [v * 1000 for v in latencies_s]
+    return {
+        "p50_ms": round(statistics.median(ms), 2),
+        "p90_ms": round(_percentile(ms, 0.9), 2),
+        "p99_ms": round(_percentile(ms, 0.99), 2),
+        "max_ms": round(max(ms), 2),
+    }

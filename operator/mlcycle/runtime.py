@@ -41,6 +41,7 @@ async def run_operator(
             cluster=cluster,
             tracking_for=_tracking_for,
             default_tracking_uri=config.mlflow_tracking_uri,
+            metrics=metrics.training,
         ),
     )
     registry = build_registry()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +53,29 @@ def _finished(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120)
     return eventually(f"TrainingJob {name} to finish", terminal_status, timeout=timeout)
 
 
+def _event_reasons(kubectl: Kubectl, namespace: str, name: str) -> Counter[str]:
+    listing = kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.kind=TrainingJob,involvedObject.name={name}",
+        "-o",
+        "json",
+    )
+    reasons: Counter[str] = Counter()
+    for event in json.loads(listing.stdout)["items"]:
+        reasons[event["reason"]] += event.get("count") or 1
+    return reasons
+
+
+def _scrape(operator: RunningOperator) -> str:
+    with urllib.request.urlopen(f"{operator.url}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
 def _mlflow(stack: LocalStack) -> MlflowClient:
     return MlflowClient(tracking_uri=stack.env()["MLFLOW_TRACKING_URI"])
 
@@ -86,6 +111,17 @@ def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
         "artifactPath": "model",
     }
     assert model_version["spec"]["aliases"] == ["challenger"]
+    assert status["primaryMetric"] == f"accuracy={status['metrics']['accuracy']:.4g}"
+    printed = kubectl("get", "trainingjob", "iris", "-n", namespace).stdout
+    assert "METRIC" in printed
+    assert status["primaryMetric"] in printed
+    # Each transition is announced once, however many triggers raced to observe it.
+    reasons = _event_reasons(kubectl, namespace, "iris")
+    for reason in ("RunBound", "Completed", "ModelRegistered"):
+        assert reasons[reason] == 1, reasons
+    exposition = _scrape(operator)
+    assert 'mlcycle_trainingjobs{phase="Succeeded"} 1.0' in exposition
+    assert 'mlcycle_training_duration_seconds_count{result="Succeeded"} 1.0' in exposition
 
 
 def test_failing_script_fails_with_exit_code_and_message_and_the_run_fails(
@@ -105,6 +141,109 @@ def test_failing_script_fails_with_exit_code_and_message_and_the_run_fails(
     assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "FAILED"
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True"
+    reason = status["failureReason"]
+    assert f'mlcycle_trainingjob_failures_total{{reason="{reason}"}} 1.0' in _scrape(operator)
+    assert _event_reasons(kubectl, namespace, "crash")[reason] == 1
+
+
+def test_out_of_memory_fails_with_oomkilled_and_the_run_fails(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    hog = "b = []\nwhile True:\n    b.append(bytearray(16 * 1024 * 1024))\n"
+    _apply(
+        kubectl,
+        namespace,
+        "hog",
+        command=["python", "-c", hog],
+        resources={"limits": {"memory": "200Mi"}},
+        backoffLimit=0,
+    )
+    status = _finished(kubectl, namespace, "hog")
+    assert status["phase"] == "Failed"
+    assert status["failureReason"] == "OOMKilled", status
+    assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "FAILED"
+
+
+def test_pods_stuck_pending_fail_at_the_startup_deadline(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    _apply(
+        kubectl,
+        namespace,
+        "stuck",
+        command=["python", "-c", "pass"],
+        podTemplate={"nodeSelector": {"mlcycle.dev/no-such-node": "true"}},
+        startupDeadlineSeconds=3,
+    )
+    status = _finished(kubectl, namespace, "stuck")
+    assert status["phase"] == "Failed"
+    assert status["failureReason"] == "StartupDeadlineExceeded", status
+    assert "Unschedulable" in status["failureMessage"] or "schedul" in status["failureMessage"]
+    # Failing fast also frees the queue: no Job keeps a pod waiting for a node.
+    eventually(
+        "the stuck Job to be deleted",
+        lambda: _get(kubectl, namespace, "job", status["jobName"]) is None,
+        timeout=30,
+    )
+    assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "FAILED"
+
+
+def _phase_is(kubectl: Kubectl, namespace: str, name: str, phase: str) -> dict[str, Any] | None:
+    status: dict[str, Any] = (_get(kubectl, namespace, "trainingjob", name) or {}).get(
+        "status"
+    ) or {}
+    return status if status.get("phase") == phase else None
+
+
+def test_suspend_and_resume_follow_the_job_and_the_printer_columns(
+    kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    _apply(kubectl, namespace, "paused", command=["python", "-c", "pass"], suspend=True)
+    eventually(
+        "paused Suspended", lambda: _phase_is(kubectl, namespace, "paused", "Suspended"), timeout=60
+    )
+    job = _get(kubectl, namespace, "job", "paused")
+    assert job is not None
+    assert job["spec"]["suspend"] is True
+    assert "Suspended" in kubectl("get", "trainingjob", "paused", "-n", namespace).stdout
+    kubectl(
+        "patch", "trainingjob", "paused", "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"suspend":false}}',
+    )  # fmt: skip
+    status = _finished(kubectl, namespace, "paused")
+    assert status["phase"] == "Succeeded"
+    suspended = next(c for c in status["conditions"] if c["type"] == "Suspended")
+    assert suspended["status"] == "False"
+    assert "Succeeded" in kubectl("get", "trainingjob", "paused", "-n", namespace).stdout
+
+
+def test_queued_training_waits_for_kueue_admission(
+    kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    _apply(kubectl, namespace, "queued", command=["python", "-c", "pass"], queueName="gpu-queue")
+    job = eventually(
+        "a suspended Job labelled for Kueue",
+        lambda: _get(kubectl, namespace, "job", "queued"),
+        timeout=60,
+    )
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert job["spec"]["suspend"] is True
+
+    def not_admitted() -> dict[str, Any] | None:
+        status = (_get(kubectl, namespace, "trainingjob", "queued") or {}).get("status") or {}
+        admitted = [c for c in status.get("conditions", []) if c["type"] == "Admitted"]
+        return status if admitted and admitted[0]["status"] == "False" else None
+
+    eventually("Admitted=False while queued", not_admitted, timeout=30)
+    # What Kueue does when the workload fits its quota: unsuspend the Job.
+    kubectl(
+        "patch", "job", "queued", "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"suspend":false}}',
+    )  # fmt: skip
+    status = _finished(kubectl, namespace, "queued")
+    assert status["phase"] == "Succeeded"
+    admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
+    assert admitted["status"] == "True"
 
 
 def test_deadline_exceeded_kills_the_run(

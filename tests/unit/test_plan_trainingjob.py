@@ -1117,3 +1117,42 @@ def test_blocked_status_keeps_the_phase_and_warns_once() -> None:
     )
     assert again.changed is False
     assert again.events == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "metrics", "expected"),
+    [
+        ({}, {"accuracy": 0.97}, None),
+        ({"primaryMetric": "rmse"}, {"rmse": 0.123456, "accuracy": 0.5}, "rmse=0.1235"),
+        ({"primaryMetric": "rmse"}, {"accuracy": 0.5}, None),
+        (
+            {"register": {"modelName": "m", "gates": [{"metric": "f1", "op": ">", "value": 0}]}},
+            {"f1": 0.9, "accuracy": 0.5},
+            "f1=0.9",
+        ),
+        (
+            {
+                "primaryMetric": "accuracy",
+                "register": {"modelName": "m", "gates": [{"metric": "f1", "op": ">", "value": 0}]},
+            },
+            {"f1": 0.9, "accuracy": 0.5},
+            "accuracy=0.5",
+        ),
+    ],
+)
+def test_primary_metric_column(
+    spec: dict[str, Any], metrics: dict[str, float], expected: str | None
+) -> None:
+    observation = TrainingObservation(
+        phase="Succeeded", reason=reasons.COMPLETED, message="done", terminal=True, attempts=1
+    )
+    planned = status_patch(
+        _training(**spec),
+        previous=None,
+        observation=observation,
+        run=RUN,
+        job_name="train",
+        metrics=metrics,
+        now=T0,
+    )
+    assert planned.status.get("primaryMetric") == expected

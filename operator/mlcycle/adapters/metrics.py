@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
@@ -51,5 +51,65 @@ class OperatorMetrics:
         finally:
             self.duration.labels(kind=kind).observe(time.perf_counter() - started)
 
+        self.training = TrainingMetrics(self.registry)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+TRAINING_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+
+
+class TrainingMetrics:
+    """TrainingJobs by phase, how long trainings take and why they fail.
+
+    The phase gauge counts the objects this replica reconciles (the leader sees them all),
+    kept from the phase each reconcile observed rather than by listing on every scrape.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._phases: dict[str, str] = {}
+        self.by_phase = Gauge(
+            "mlcycle_trainingjobs",
+            "TrainingJobs by phase.",
+            ["phase"],
+            registry=registry,
+        )
+        for phase in TRAINING_PHASES:
+            self.by_phase.labels(phase=phase).set(0)
+        self.duration = Histogram(
+            "mlcycle_training_duration_seconds",
+            "Start to completion of finished trainings, by result.",
+            ["result"],
+            registry=registry,
+            buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400),
+        )
+        self.failures = Counter(
+            "mlcycle_trainingjob_failures_total",
+            "Failed trainings by reason (OOMKilled, DeadlineExceeded, ExitCode, ...).",
+            ["reason"],
+            registry=registry,
+        )
+
+    def observe_phase(self, uid: str, phase: str | None) -> None:
+        if phase is None or self._phases.get(uid) == phase:
+            return
+        self._phases[uid] = phase
+        self._recount()
+
+    def forget(self, uid: str) -> None:
+        if self._phases.pop(uid, None) is not None:
+            self._recount()
+
+    def finished(self, phase: str, reason: str | None, duration_seconds: float | None) -> None:
+        if duration_seconds is not None:
+            self.duration.labels(result=phase).observe(max(duration_seconds, 0.0))
+        if phase == "Failed":
+            self.failures.labels(reason=reason or "Unknown").inc()
+
+    def _recount(self) -> None:
+        counts = dict.fromkeys(TRAINING_PHASES, 0)
+        for phase in self._phases.values():
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase, count in counts.items():
+            self.by_phase.labels(phase=phase).set(count)

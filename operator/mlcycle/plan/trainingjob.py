@@ -1076,6 +1076,7 @@ def status_patch(
         completion_time=completion_time,
         attempts=max(before.attempts or 0, observation.attempts),
         metrics=dict(metrics),
+        primary_metric=primary_metric(tj, metrics),
         failure_reason=observation.reason if failed else None,
         failure_message=observation.message if failed else None,
         registered_model_version=registered_model_version or before.registered_model_version,
@@ -1096,6 +1097,23 @@ def status_patch(
         if event is not None:
             events.append(event)
     return StatusPlan(desired, events, status_changed(recorded, desired))
+
+
+def primary_metric_name(tj: TrainingJob) -> str | None:
+    if tj.spec.primary_metric is not None:
+        return tj.spec.primary_metric
+    registration = tj.spec.registration
+    if registration is not None and registration.gates:
+        return registration.gates[0].metric
+    return None
+
+
+def primary_metric(tj: TrainingJob, metrics: Mapping[str, float]) -> str | None:
+    name = primary_metric_name(tj)
+    if name is None or name not in metrics:
+        return None
+    # Four significant digits fit a column and still tell 0.9667 from 0.9633.
+    return f"{name}={metrics[name]:.4g}"
 
 
 def blocked_status(

@@ -11,9 +11,11 @@ import contextlib
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.errors import AdapterError, NotFoundError, UnavailableError
+from mlcycle.adapters.metrics import TrainingMetrics
 from mlcycle.adapters.tracking import DatasetInput, MlflowTracking
 from mlcycle.api.v1alpha1 import API_VERSION, TrainingJob
 from mlcycle.api.v1alpha1.trainingjob import TrainingJobStatus
@@ -28,6 +30,7 @@ class TrainingDeps:
     cluster: ClusterClient
     tracking_for: Callable[[str], MlflowTracking]
     default_tracking_uri: str | None
+    metrics: TrainingMetrics
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, uid: str) -> asyncio.Lock:
@@ -49,7 +52,34 @@ async def reconcile_trainingjob(
     tj: TrainingJob, deps: TrainingDeps, now: datetime.datetime
 ) -> TrainingOutcome:
     async with deps.lock(str(tj.metadata.uid)):
-        return await _reconcile(tj, deps, now)
+        # Triggers queue on the lock holding the body they were fired with; the status in
+        # it may predate the previous holder's write, and planning from it would announce
+        # the same transition again. One read gives every holder the latest status.
+        current = await _current(tj, deps)
+        if current is None:
+            return TrainingOutcome([])
+        deps.metrics.observe_phase(str(current.metadata.uid), _phase(current))
+        return await _reconcile(current, deps, now)
+
+
+async def _current(tj: TrainingJob, deps: TrainingDeps) -> TrainingJob | None:
+    body = await asyncio.to_thread(
+        deps.cluster.get,
+        API_VERSION,
+        "TrainingJob",
+        str(tj.metadata.namespace),
+        str(tj.metadata.name),
+    )
+    if body is None:
+        return None
+    metadata = body.get("metadata") or {}
+    if metadata.get("uid") != tj.metadata.uid or metadata.get("deletionTimestamp"):
+        return None
+    return TrainingJob.from_body(body)
+
+
+def _phase(tj: TrainingJob) -> str | None:
+    return tj.status.phase if tj.status is not None else None
 
 
 async def _reconcile(
@@ -234,11 +264,30 @@ async def _write(tj: TrainingJob, deps: TrainingDeps, planned: plan.StatusPlan) 
             str(tj.metadata.name),
             planned.status,
         )
+        _record_transition(tj, deps.metrics, planned.status)
     return TrainingOutcome(list(planned.events))
+
+
+def _record_transition(tj: TrainingJob, metrics: TrainingMetrics, written: dict[str, Any]) -> None:
+    before = _phase(tj)
+    after = written.get("phase")
+    metrics.observe_phase(str(tj.metadata.uid), after)
+    if after in TERMINAL_PHASES and before not in TERMINAL_PHASES:
+        previous = tj.status.model_dump(by_alias=True, exclude_none=True) if tj.status else {}
+        status = TrainingJobStatus.model_validate(
+            {**previous, **{key: value for key, value in written.items() if value is not None}}
+        )
+        duration = (
+            (status.completion_time - status.start_time).total_seconds()
+            if status.completion_time and status.start_time
+            else None
+        )
+        metrics.finished(str(after), status.failure_reason, duration)
 
 
 async def kill_run_on_delete(tj: TrainingJob, deps: TrainingDeps) -> None:
     """A TrainingJob deleted mid-training leaves no run RUNNING in MLflow."""
+    deps.metrics.forget(str(tj.metadata.uid))
     status = tj.status or TrainingJobStatus()
     if status.phase in TERMINAL_PHASES or not status.mlflow_run_id or not deps.default_tracking_uri:
         return

@@ -178,6 +178,9 @@ class TrainingJobSpec(WorkloadTemplate):
     queue_name: ObjectName | None = None
     """Kueue LocalQueue; the Job is created suspended for Kueue to admit it."""
     failure_policy: FailurePolicy | None = None
+    primary_metric: MetricName | None = None
+    """The metric `kubectl get` shows (default: the first registration gate's metric, so
+    a classifier shows accuracy and a regressor its loss without extra settings)."""
     # `register` would shadow BaseModel.register (pydantic models are ABCs).
     registration: Registration | None = Field(None, alias="register")
     """Register the model when the training succeeds and every gate holds."""
@@ -202,6 +205,8 @@ class TrainingJobStatus(StatusBase):
     """Pod (or gang) attempts so far."""
     metrics: dict[str, float] = Field(default_factory=dict)
     """Final metrics of the run."""
+    primary_metric: str | None = Field(None, max_length=300)
+    """`name=value` of the primary metric, for the printer column."""
     failure_reason: str | None = None
     """Why the training failed, such as BackoffLimitExceeded or OOMKilled."""
     failure_message: str | None = Field(None, max_length=4096)
@@ -217,6 +222,7 @@ class TrainingJob(CustomResource):
         PHASE_COLUMN,
         PrinterColumn("Workers", ".spec.workers", "integer", "Pods training together"),
         PrinterColumn("Run", ".status.mlflowRunId", "string", "MLflow run id"),
+        PrinterColumn("Metric", ".status.primaryMetric", "string", "spec.primaryMetric=value"),
         PrinterColumn("Reason", ".status.failureReason", "string", "Why it failed", 1),
         AGE_COLUMN,
     )
