@@ -36,6 +36,7 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.training = TrainingMetrics(self.registry)
 
     @contextmanager
     def reconciling(self, kind: str) -> Iterator[None]:
@@ -50,8 +51,6 @@ class OperatorMetrics:
             self.reconciles.labels(kind=kind, result="success").inc()
         finally:
             self.duration.labels(kind=kind).observe(time.perf_counter() - started)
-
-        self.training = TrainingMetrics(self.registry)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
