@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
@@ -32,6 +33,11 @@ async def run_operator(
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
+    # Adapters block (the kubernetes and MLflow clients are synchronous) and run in threads;
+    # the default pool of cpu+4 threads queues them behind each other under a burst.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcycle-io")
+    )
     metrics = OperatorMetrics()
     cluster = await asyncio.to_thread(_cluster_client)
     context = OperatorContext(
@@ -78,7 +84,9 @@ def _cluster_client() -> ClusterClient:
 
 
 @functools.cache
+@functools.cache
 def _tracking_for(tracking_uri: str) -> MlflowTracking:
+    # One adapter per server for the operator's life: it remembers experiment ids.
     return MlflowTracking(tracking_uri)
 
 

@@ -287,11 +287,14 @@ def test_final_metrics_are_the_latest_values_logged_by_the_training_code(
         ],
     )
 
-    assert tracking.final_metrics(record.run_id) == {"loss": 0.2, "accuracy": 0.93}
     snapshot = tracking.get_run(record.run_id)
+    assert snapshot.metrics == {"loss": 0.2, "accuracy": 0.93}
     assert snapshot.params["learning_rate"] == "0.1"
     assert snapshot.tags["team"] == "vision"
     assert snapshot.status == "RUNNING"
+    # Finishing reads the same final values and closes the run in one go.
+    assert tracking.finish_run(record.run_id, "FINISHED") == {"loss": 0.2, "accuracy": 0.93}
+    assert tracking.get_run(record.run_id).status == "FINISHED"
 
 
 def test_artifacts_logged_by_a_client_reach_s3_through_the_mlflow_proxy(

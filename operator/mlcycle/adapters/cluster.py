@@ -102,9 +102,10 @@ class ClusterClient:
 
     def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource; returns the whole status as stored."""
         resource = self._resource(api_version, kind)
-        self._call(
+        patched = self._call(
             f"patch {kind} {namespace}/{name} status",
             lambda: resource.status.patch(
                 body={"status": dict(status)},
@@ -113,3 +114,5 @@ class ClusterClient:
                 content_type="application/merge-patch+json",
             ),
         )
+        stored: dict[str, Any] = patched.to_dict().get("status") or {}
+        return stored

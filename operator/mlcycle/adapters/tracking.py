@@ -229,6 +229,9 @@ def _configure_mlflow_client(request_timeout_s: int, max_retries: int) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    # The client otherwise fetches a telemetry config from the internet before its first
+    # run call and reports usage; an operator in a cluster does neither unless asked to.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 class MlflowTracking:
@@ -246,10 +249,20 @@ class MlflowTracking:
         # The registry is the tracking server too; naming it keeps MLFLOW_REGISTRY_URI or a
         # process-wide `mlflow.set_registry_uri` from pointing the champion gate elsewhere.
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # Experiment names resolve to the same id until someone deletes the experiment;
+        # a run call refused for that reason drops the entry (see `ensure_run`).
+        self._experiment_ids: dict[str, str] = {}
 
     # ---- experiments ---------------------------------------------------------------
     def ensure_experiment(self, name: str) -> str:
         """The id of the experiment called `name`, created when missing."""
+        if name in self._experiment_ids:
+            return self._experiment_ids[name]
+        experiment_id = self._resolve_experiment(name)
+        self._experiment_ids[name] = experiment_id
+        return experiment_id
+
+    def _resolve_experiment(self, name: str) -> str:
         with _mapped("get experiment"):
             experiment = self._client.get_experiment_by_name(name)
         if experiment is None:
@@ -289,6 +302,25 @@ class MlflowTracking:
         Safe to call again after a crash at any point: a found run gets only what it lacks.
         """
         experiment_id = self.ensure_experiment(experiment_name)
+        try:
+            return self._ensure_run_in(
+                experiment_id, run_name, owner_uid, owner_tags, extra_tags, params, dataset
+            )
+        except InvalidError:
+            # Perhaps the experiment was deleted since it was resolved: look again next time.
+            self._experiment_ids.pop(experiment_name, None)
+            raise
+
+    def _ensure_run_in(
+        self,
+        experiment_id: str,
+        run_name: str,
+        owner_uid: str,
+        owner_tags: Mapping[str, str],
+        extra_tags: Mapping[str, str],
+        params: Mapping[str, str],
+        dataset: DatasetInput | None,
+    ) -> RunRecord:
         existing = self._runs_of(experiment_id, owner_uid)
         if existing:
             run = self._adopt(existing)
@@ -381,10 +413,23 @@ class MlflowTracking:
         `mlflow.end_run()` says FINISHED even when the pod is OOM-killed a moment later);
         an end time already set by the training code is kept.
         """
+        with _mapped("get run"):
+            run = self._client.get_run(run_id)
+        self._terminate(run, status)
+
+    def finish_run(self, run_id: str, status: TerminalStatus) -> dict[str, float]:
+        """The run's final metrics, read before it is ended with `status`: one read serves
+        both, as the training has stopped writing by now."""
+        with _mapped("get run"):
+            run = self._client.get_run(run_id)
+        self._terminate(run, status)
+        return _latest_metrics(run)
+
+    def _terminate(self, run: Any, status: TerminalStatus) -> None:
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"not a terminal run status: {status}")
-        with _mapped("get run"):
-            info = self._client.get_run(run_id).info
+        info = run.info
+        run_id = str(info.run_id)
         if info.status == status and info.end_time:
             return
         if info.lifecycle_stage == "deleted":
@@ -401,15 +446,11 @@ class MlflowTracking:
         return RunSnapshot(
             run_id=run.info.run_id,
             status=str(run.info.status),
-            # `data.metrics` holds each metric's latest value (highest step, then newest).
-            metrics={key: float(value) for key, value in run.data.metrics.items()},
+            metrics=_latest_metrics(run),
             params=dict(run.data.params),
             tags=dict(run.data.tags),
             artifact_uri=str(run.info.artifact_uri),
         )
-
-    def final_metrics(self, run_id: str) -> dict[str, float]:
-        return self.get_run(run_id).metrics
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return run_url_for(self.tracking_uri, experiment_id, run_id)
@@ -441,6 +482,11 @@ class MlflowTracking:
                 raise
         value = metrics.get(metric)
         return None if value is None else float(value)
+
+
+def _latest_metrics(run: Any) -> dict[str, float]:
+    # `data.metrics` holds each metric's latest value (highest step, then newest).
+    return {key: float(value) for key, value in run.data.metrics.items()}
 
 
 def _quoted(value: str) -> str:

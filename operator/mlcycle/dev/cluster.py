@@ -435,6 +435,9 @@ def _base_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "MLCYCLE_CACHE")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    # Nothing on the local stack reports usage to the internet (it cannot reach it anyway,
+    # and each attempt delays the first MLflow call by a timeout).
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     return env
 
 

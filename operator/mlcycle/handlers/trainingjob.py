@@ -1,17 +1,21 @@
-"""kopf registrations for TrainingJob and the Jobs it owns; bodies only delegate."""
+"""kopf registrations for TrainingJob and the Jobs it owns; bodies only delegate.
+
+Jobs, pods and TrainingJobs are kept in kopf indexes fed by the operator's watches, so a
+reconcile reads its children from memory: no API call per object per resync.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
 
-from mlcycle.api.v1alpha1 import API_VERSION, GROUP, VERSION, TrainingJob
+from mlcycle.api.v1alpha1 import GROUP, VERSION, TrainingJob
 from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.plan.trainingjob import TRAININGJOB_UID_LABEL
 from mlcycle.reconcile.trainingjob import (
     TERMINAL_PHASES,
     TrainingDeps,
@@ -21,8 +25,33 @@ from mlcycle.reconcile.trainingjob import (
 )
 
 # Safety net beside the event-driven path: catches pod-level states that never change the
-# Job (a pod stuck Pending past its startup deadline) and TTL expiry.
+# Job (a pod stuck Pending past its startup deadline) and TTL expiry. Reads only indexes.
 RESYNC_SECONDS = 5.0
+
+# kopf passes each index to every handler as a keyword argument named by its id.
+JOBS_INDEX = "trainingjob_jobs"
+PODS_INDEX = "trainingjob_pods"
+TRAININGS_INDEX = "trainingjobs_by_uid"
+
+_ONE_OF_OURS = {TRAININGJOB_UID_LABEL: kopf.PRESENT}
+
+
+class IndexedChildren:
+    """The reconciler's view of Jobs and pods, answered from kopf indexes."""
+
+    def __init__(self, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
+        self._jobs = jobs
+        self._pods = pods
+
+    def job(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        key = (namespace, name)
+        if key not in self._jobs:
+            return None
+        return next(iter(self._jobs[key]), None)
+
+    def pods(self, namespace: str, job_name: str) -> Sequence[Mapping[str, Any]]:
+        key = (namespace, job_name)
+        return list(self._pods[key]) if key in self._pods else []
 
 
 def _post(body: Mapping[str, Any], outcome: TrainingOutcome) -> None:
@@ -32,9 +61,14 @@ def _post(body: Mapping[str, Any], outcome: TrainingOutcome) -> None:
         )
 
 
-async def _reconcile_body(body: Mapping[str, Any], deps: TrainingDeps) -> TrainingOutcome:
+async def _reconcile_body(
+    body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any]
+) -> TrainingOutcome:
     tj = TrainingJob.from_body(body)
-    outcome = await reconcile_trainingjob(tj, deps, datetime.datetime.now(datetime.UTC))
+    children = IndexedChildren(indexes[JOBS_INDEX], indexes[PODS_INDEX])
+    outcome = await reconcile_trainingjob(
+        tj, _deps(memo), children, datetime.datetime.now(datetime.UTC)
+    )
     _post(body, outcome)
     return outcome
 
@@ -47,10 +81,24 @@ def _deps(memo: Any) -> TrainingDeps:
 def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
     plural = TrainingJob.plural()
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+    @kopf.index("batch", "v1", "jobs", registry=registry, labels=_ONE_OF_OURS, id=JOBS_INDEX)
+    def index_job(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): body}
+
+    @kopf.index("", "v1", "pods", registry=registry, labels=_ONE_OF_OURS, id=PODS_INDEX)
+    def index_pod(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> dict[Any, Any]:
+        return {(namespace, labels.get("job-name")): body}
+
+    @kopf.index(GROUP, VERSION, plural, registry=registry, id=TRAININGS_INDEX)
+    def index_training(uid: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {uid: body}
+
+    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
         try:
             with memo.context.metrics.reconciling("TrainingJob"):
-                outcome = await _reconcile_body(body, _deps(memo))
+                outcome = await _reconcile_body(body, memo, kwargs)
         except ValidationError:
             record_acceptance(TrainingJob, body, patch)  # InvalidSpec, as for every kind
             return
@@ -78,25 +126,22 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
         when=still_active,
         id="train-resync",
     )
-    async def resync(body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def resync(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         try:
-            await _reconcile_body(body, _deps(memo))
+            await _reconcile_body(body, memo, kwargs)
         except ValidationError:
             return
 
-    @kopf.on.event(
-        "batch", "v1", "jobs", registry=registry, labels={"mlcycle.dev/trainingjob": kopf.PRESENT}
-    )
-    async def on_job_event(body: kopf.Body, memo: Any, **_: Any) -> None:
-        deps = _deps(memo)
-        namespace = body["metadata"]["namespace"]
-        owner = body["metadata"]["labels"]["mlcycle.dev/trainingjob"]
-        parent = await asyncio.to_thread(
-            deps.cluster.get, API_VERSION, "TrainingJob", namespace, owner
-        )
-        if parent is not None and not (parent.get("metadata") or {}).get("deletionTimestamp"):
+    @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=_ONE_OF_OURS)
+    async def on_job_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        owner_uid = body["metadata"]["labels"][TRAININGJOB_UID_LABEL]
+        trainings: kopf.Index[Any, Any] = kwargs[TRAININGS_INDEX]
+        if owner_uid not in trainings:
+            return
+        parent = next(iter(trainings[owner_uid]), None)
+        if parent is not None and not parent["metadata"].get("deletionTimestamp"):
             try:
-                await _reconcile_body(parent, deps)
+                await _reconcile_body(parent, memo, kwargs)
             except ValidationError:
                 return
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.errors import AdapterError, NotFoundError, UnavailableError
@@ -25,6 +25,15 @@ from mlcycle.plan.acceptance import EventIntent
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
+class Children(Protocol):
+    """The Jobs and pods of trainings as the operator's watches last saw them: reading them
+    costs no API call, so a resync of every training every few seconds stays cheap."""
+
+    def job(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def pods(self, namespace: str, job_name: str) -> Sequence[Mapping[str, Any]]: ...
+
+
 @dataclass
 class TrainingDeps:
     cluster: ClusterClient
@@ -32,6 +41,8 @@ class TrainingDeps:
     default_tracking_uri: str | None
     metrics: TrainingMetrics
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The status each object got from this operator's last write, by uid."""
 
     def lock(self, uid: str) -> asyncio.Lock:
         # Several triggers (own events, Job events, timer) may fire at once for one object.
@@ -49,33 +60,23 @@ def _labels(tj: TrainingJob) -> dict[str, str]:
 
 
 async def reconcile_trainingjob(
-    tj: TrainingJob, deps: TrainingDeps, now: datetime.datetime
+    tj: TrainingJob, deps: TrainingDeps, children: Children, now: datetime.datetime
 ) -> TrainingOutcome:
     async with deps.lock(str(tj.metadata.uid)):
-        # Triggers queue on the lock holding the body they were fired with; the status in
-        # it may predate the previous holder's write, and planning from it would announce
-        # the same transition again. One read gives every holder the latest status.
-        current = await _current(tj, deps)
-        if current is None:
-            return TrainingOutcome([])
+        current = _with_latest_status(tj, deps)
         deps.metrics.observe_phase(str(current.metadata.uid), _phase(current))
-        return await _reconcile(current, deps, now)
+        return await _reconcile(current, deps, children, now)
 
 
-async def _current(tj: TrainingJob, deps: TrainingDeps) -> TrainingJob | None:
-    body = await asyncio.to_thread(
-        deps.cluster.get,
-        API_VERSION,
-        "TrainingJob",
-        str(tj.metadata.namespace),
-        str(tj.metadata.name),
-    )
-    if body is None:
-        return None
-    metadata = body.get("metadata") or {}
-    if metadata.get("uid") != tj.metadata.uid or metadata.get("deletionTimestamp"):
-        return None
-    return TrainingJob.from_body(body)
+def _with_latest_status(tj: TrainingJob, deps: TrainingDeps) -> TrainingJob:
+    """Triggers queue on the lock holding the body they were fired with, whose status may
+    predate the previous holder's write; planning from it would announce the same
+    transition again. Only this operator writes the status, so its last write is the
+    latest status there is."""
+    written = deps.written_status.get(str(tj.metadata.uid))
+    if written is None:
+        return tj
+    return tj.model_copy(update={"status": TrainingJobStatus.model_validate(written)})
 
 
 def _phase(tj: TrainingJob) -> str | None:
@@ -83,7 +84,7 @@ def _phase(tj: TrainingJob) -> str | None:
 
 
 async def _reconcile(
-    tj: TrainingJob, deps: TrainingDeps, now: datetime.datetime
+    tj: TrainingJob, deps: TrainingDeps, children: Children, now: datetime.datetime
 ) -> TrainingOutcome:
     namespace = str(tj.metadata.namespace)
     status = tj.status or TrainingJobStatus()
@@ -113,7 +114,7 @@ async def _reconcile(
         return TrainingOutcome(outcome.events, retry_after=10)
 
     job_name = status.job_name or plan.job_name(tj, attempt=0)
-    job = await asyncio.to_thread(deps.cluster.get, "batch/v1", "Job", namespace, job_name)
+    job = children.job(namespace, job_name)
     if job is None:
         desired = plan.desired_job(tj, binding, attempt=plan.attempt_of(job_name, tj))
         service = plan.desired_headless_service(tj, desired["metadata"]["name"])
@@ -125,9 +126,7 @@ async def _reconcile(
         # suspend is the one mutable field: hand it to the Job (Kueue does the same).
         desired = plan.desired_job(tj, binding, attempt=plan.attempt_of(job_name, tj))
         job = await asyncio.to_thread(deps.cluster.apply, desired)
-    pods = await asyncio.to_thread(
-        deps.cluster.list, "v1", "Pod", namespace, f"job-name={job_name}"
-    )
+    pods = children.pods(namespace, job_name)
     observation = plan.observe_training(tj, job, pods, now)
 
     restart = plan.gang_restart(tj, job, pods)
@@ -145,9 +144,8 @@ async def _reconcile(
         if observation.reason == "StartupDeadlineExceeded":
             await asyncio.to_thread(deps.cluster.delete, "batch/v1", "Job", namespace, job_name)
         try:
-            metrics = await asyncio.to_thread(tracking.final_metrics, binding.run_id)
-            await asyncio.to_thread(
-                tracking.terminate_run, binding.run_id, plan.mlflow_run_status(observation)
+            metrics = await asyncio.to_thread(
+                tracking.finish_run, binding.run_id, plan.mlflow_run_status(observation)
             )
         except AdapterError as error:
             outcome = await _write(
@@ -256,7 +254,7 @@ async def _after_finish(
 
 async def _write(tj: TrainingJob, deps: TrainingDeps, planned: plan.StatusPlan) -> TrainingOutcome:
     if planned.changed:
-        await asyncio.to_thread(
+        written = await asyncio.to_thread(
             deps.cluster.patch_status,
             API_VERSION,
             "TrainingJob",
@@ -264,6 +262,7 @@ async def _write(tj: TrainingJob, deps: TrainingDeps, planned: plan.StatusPlan) 
             str(tj.metadata.name),
             planned.status,
         )
+        deps.written_status[str(tj.metadata.uid)] = written
         _record_transition(tj, deps.metrics, planned.status)
     return TrainingOutcome(list(planned.events))
 
@@ -288,6 +287,7 @@ def _record_transition(tj: TrainingJob, metrics: TrainingMetrics, written: dict[
 async def kill_run_on_delete(tj: TrainingJob, deps: TrainingDeps) -> None:
     """A TrainingJob deleted mid-training leaves no run RUNNING in MLflow."""
     deps.metrics.forget(str(tj.metadata.uid))
+    deps.written_status.pop(str(tj.metadata.uid), None)
     status = tj.status or TrainingJobStatus()
     if status.phase in TERMINAL_PHASES or not status.mlflow_run_id or not deps.default_tracking_uri:
         return
