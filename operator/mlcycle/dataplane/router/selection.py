@@ -39,16 +39,21 @@ class SmoothWeightedRoundRobin:
 
 
 class ShareCounter:
-    """Says yes to exactly `percent` of calls, spread evenly: an accumulator, not a die."""
+    """Says yes to exactly `percent` of calls, spread evenly: an accumulator, not a die.
+
+    Counted in millionths, in integers, so 33.3% of 10,000 is 3,330 and not 3,329.
+    """
+
+    _WHOLE = 1_000_000
 
     def __init__(self, percent: float) -> None:
-        self._percent = percent
-        self._accumulated = 0.0
+        self._share = round(percent * self._WHOLE / 100)
+        self._accumulated = 0
 
     def next(self) -> bool:
-        self._accumulated += self._percent
-        if self._accumulated >= 100.0:
-            self._accumulated -= 100.0
+        self._accumulated += self._share
+        if self._accumulated >= self._WHOLE:
+            self._accumulated -= self._WHOLE
             return True
         return False
 
