@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.router_processes import (
+    BACKEND_SCRIPT,
     Backend,
     Router,
     start_backend,
@@ -436,3 +437,245 @@ def test_sigterm_drains_requests_in_flight(routers: list[Router], logs: Path) ->
         assert router.process.popen.wait(10) == 0
     finally:
         slow.process.stop()
+
+
+# --- on the local cluster ------------------------------------------------------------
+#
+# The local stack's pods get loopback addresses (127.x.y.z), which the API server refuses
+# in EndpointSlices ("may not be in the loopback range"), so the EndpointSlice controller
+# cannot list them. The pods here therefore listen on every address, each on a port of its
+# own, and the test keeps one EndpointSlice per pod, exactly as a custom EndpointSlice
+# controller would for Services without selectors: the pod's host-reachable address and
+# port, `ready` copied from the pod's Ready condition (its readiness probe, run by the node
+# agent). The router reads them through the real API server like any other slice.
+
+
+def _host_address() -> str | None:
+    """A non-loopback address of this machine, if it has one."""
+    import fcntl
+    import struct
+
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(sock.fileno(), siocgifaddr, request)
+            except OSError:
+                continue
+            address = socket.inet_ntoa(answer[20:24])
+            if not address.startswith(("127.", "169.254.")):
+                return address
+    return None
+
+
+def _backend_pod(name: str, track: str, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "iris", "track": track}},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "model",
+                    "image": "ignored",
+                    "command": ["python", str(BACKEND_SCRIPT), "--name", "$(POD_NAME)"],
+                    "args": ["--host", "0.0.0.0", "--port", str(port)],
+                    "env": [
+                        {
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        }
+                    ],
+                    "ports": [{"name": "http", "containerPort": port}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/healthz", "port": "http"},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _service(track: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"iris-{track}"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+
+
+def _cluster_config(weights: dict[str, int]) -> dict[str, Any]:
+    return {
+        "service": "iris",
+        "backends": {
+            track: {"service": f"iris-{track}", "port": "http", "version": version}
+            for track, version in (("stable", "1"), ("canary", "2"))
+        },
+        "weights": weights,
+        "headerRoutes": [{"header": "x-canary", "backend": "canary"}],
+    }
+
+
+def _tracks(served: Counter[str]) -> Counter[str]:
+    return Counter(
+        {
+            track: sum(n for name, n in served.items() if name.startswith(track))
+            for track in ("stable", "canary")
+        }
+    )
+
+
+class PodSlices:
+    """One EndpointSlice per backend pod, following the pod's readiness."""
+
+    def __init__(self, api_client: Any, namespace: str, host_address: str) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
+        self.namespace = namespace
+        self.host_address = host_address
+        self.ports: dict[str, int] = {}
+
+    def start_pod(self, name: str, track: str) -> None:
+        from mlcycle.dev.processes import free_port
+
+        self.ports[name] = free_port()
+        self.core.create_namespaced_pod(self.namespace, _backend_pod(name, track, self.ports[name]))
+
+    def pod_ready(self, name: str) -> bool:
+        pod = json.loads(
+            self.core.read_namespaced_pod(name, self.namespace, _preload_content=False).data
+        )
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def publish(self, name: str, track: str, *, ready: bool) -> None:
+        body = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "kubernetes.io/service-name": f"iris-{track}",
+                    "endpointslice.kubernetes.io/managed-by": "mlcycle-tests",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": self.ports[name], "protocol": "TCP"}],
+            "endpoints": [
+                {
+                    "addresses": [self.host_address],
+                    "conditions": {"ready": ready},
+                    "targetRef": {"kind": "Pod", "name": name, "namespace": self.namespace},
+                }
+            ],
+        }
+        from kubernetes import client
+
+        try:
+            self.discovery.replace_namespaced_endpoint_slice(name, self.namespace, body)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            self.discovery.create_namespaced_endpoint_slice(self.namespace, body)
+
+    def add(self, name: str, track: str) -> None:
+        """Start a pod, publish it not ready, then ready once its probe passes."""
+        self.start_pod(name, track)
+        self.publish(name, track, ready=False)
+        wait_for(f"pod {name} ready", lambda: self.pod_ready(name), timeout=60, interval=0.25)
+        self.publish(name, track, ready=True)
+
+    def remove(self, name: str, track: str) -> None:
+        """Terminating first (traffic leaves), then the slice and the pod go."""
+        self.publish(name, track, ready=False)
+        self.discovery.delete_namespaced_endpoint_slice(name, self.namespace)
+        self.core.delete_namespaced_pod(name, self.namespace)
+
+
+def test_router_follows_endpointslices_and_its_configmap_on_the_cluster(
+    stack: Any, kube_client: Any, namespace: str, routers: list[Router], logs: Path
+) -> None:
+    from kubernetes import client
+
+    host_address = _host_address()
+    if host_address is None:
+        pytest.skip("this machine has no non-loopback address an EndpointSlice may hold")
+    pods = PodSlices(kube_client, namespace, host_address)
+    core = pods.core
+    for track in ("stable", "canary"):
+        core.create_namespaced_service(namespace, _service(track))
+
+    def write_config(document: dict[str, Any] | str) -> None:
+        text = document if isinstance(document, str) else json.dumps(document)
+        body = {"metadata": {"name": "iris-router"}, "data": {"router.yaml": text}}
+        try:
+            core.replace_namespaced_config_map("iris-router", namespace, body)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            core.create_namespaced_config_map(namespace, body)
+
+    write_config(_cluster_config({"stable": 100, "canary": 0}))
+    router = start_router(
+        logs,
+        extra_args=["--configmap", "iris-router", "--namespace", namespace],
+        env={"KUBECONFIG": str(stack.kubeconfig)},
+        wait_ready=False,
+    )
+    routers.append(router)
+    wait_for(
+        "router up without endpoints",
+        lambda: router.metric("mlcycle_router_config_reloads_total") == 1,
+    )
+    # Nothing to route to yet: the router says so, to probes and to clients.
+    assert Client(router.port).request()[0] == 503
+
+    pods.add("stable-0", "stable")
+    pods.add("canary-0", "canary")
+    wait_for(
+        "router sees one endpoint per backend",
+        lambda: (
+            router.metric("mlcycle_router_backend_endpoints", backend="canary", version="2") == 1
+            and router.metric("mlcycle_router_backend_endpoints", backend="stable", version="1")
+            == 1
+        ),
+    )
+    client_ = Client(router.port)
+    assert client_.served_by(100) == {"stable-0": 100}
+    assert client_.served_by(20, headers={"x-canary": "1"}) == {"canary-0": 20}
+
+    # A new weight in the ConfigMap applies live.
+    write_config(_cluster_config({"stable": 50, "canary": 50}))
+    wait_for("canary in the split", lambda: "canary-0" in client_.served_by(10, threads=1))
+    split = _tracks(client_.served_by(1000))
+    assert abs(split["canary"] / 10 - 50) <= 1, split
+
+    # A pod added to a backend joins it.
+    pods.add("stable-1", "stable")
+    wait_for("stable-1 serving", lambda: "stable-1" in client_.served_by(40))
+    assert router.metric("mlcycle_router_backend_endpoints", backend="stable") == 2
+
+    # A pod removed leaves; with the canary gone, all traffic goes to stable.
+    pods.remove("canary-0", "canary")
+    wait_for(
+        "canary without endpoints",
+        lambda: router.metric("mlcycle_router_backend_endpoints", backend="canary") == 0,
+    )
+    assert set(client_.served_by(200)) == {"stable-0", "stable-1"}
+    assert client_.request(headers={"x-canary": "1"})[0] == 503
+    pods.add("canary-1", "canary")
+    wait_for("canary-1 serving", lambda: "canary-1" in client_.served_by(20))
+
+    # A broken configuration is refused; routing continues on the last good one.
+    write_config("weights: [not, a, config]")
+    wait_for(
+        "invalid configuration counted",
+        lambda: router.metric("mlcycle_router_config_reloads_total", result="invalid") == 1,
+    )
+    assert _tracks(client_.served_by(100)) == {"stable": 50, "canary": 50}

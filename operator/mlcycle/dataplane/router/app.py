@@ -121,6 +121,8 @@ class ConfigApplier:
             )
             self._metrics.observe_reload(current, applied=False)
             return False
+        if self._router.table is not None and self._router.table.config == config:
+            return True  # a watch relisting, or a change to another key: nothing to do
         self._tracker.max_body_bytes = config.max_request_body_bytes
         self._router.apply_config(config)
         self._metrics.observe_reload(config.service, applied=True)
