@@ -288,6 +288,14 @@ def test_http_is_forwarded_faithfully(
     assert client.request("GET", "/missing", body=None)[0] == 404
     assert router.metric("mlcycle_router_requests_total", backend="stable", code="404") == 1
 
+    # A large response streams through (past the router's buffering threshold).
+    large = b"x" * 3_000_000
+    status, headers, body = client.request("POST", "/echo", body=large)
+    assert status == 200
+    assert json.loads(body)["body"] == large.decode()
+    # The backend gave no length, so the router re-frames it as chunks as they come.
+    assert headers["transfer-encoding"] == "chunked"
+
     # A chunked request body arrives whole, with a length.
     connection = http.client.HTTPConnection("127.0.0.1", router.port, timeout=10)
     connection.request(

@@ -57,6 +57,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_only = False
         self._informational = False
         self._response_started = False
+        self._reading_paused = False
         self.closed = False
         self.exchanges = 0
         self.idle_since = 0.0
@@ -94,17 +95,21 @@ class UpstreamConnection(asyncio.Protocol):
                 sink.on_error(UpstreamError(f"{self._pool.endpoint} sent a bad response: {error}"))
 
     def pause_reading(self) -> None:
-        if self._transport is not None and not self.closed:
+        if self._transport is not None and not self.closed and not self._reading_paused:
+            self._reading_paused = True
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._transport is not None and not self.closed:
+        if self._transport is not None and not self.closed and self._reading_paused:
+            self._reading_paused = False
             self._transport.resume_reading()
 
     # --- one exchange ----------------------------------------------------------------
 
     def send(self, head: bytes, body: bytes, sink: ResponseSink, *, head_only: bool) -> None:
         assert self._transport is not None
+        # A slow client may have paused this connection just as its last response ended.
+        self.resume_reading()
         self._sink = sink
         self._head_only = head_only
         self._response_started = False
