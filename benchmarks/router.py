@@ -5,6 +5,9 @@ Latency is wrk's (HTTP/1.1 keep-alive, 8 connections, single-row MLflow `/invoca
 POSTs) against the tiny MLflow/OIP backend of the router's tests (uvicorn with uvloop and
 httptools, orjson), which answers in well under a millisecond, so what the router adds
 is not hidden behind a model. Both paths run once, one after the other, on one machine.
+Beside latency, the CPU time the router and the backend spent per request (from
+/proc/<pid>/stat) says what the router costs whatever else loads the machine; a run at
+one connection shows the latency a single hop adds without queueing.
 """
 
 from __future__ import annotations
@@ -55,9 +58,23 @@ def _milliseconds(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def _load(wrk: str, script: Path, url: str, duration_s: int) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load(
+    wrk: str,
+    script: Path,
+    url: str,
+    duration_s: int,
+    connections: int = CONNECTIONS,
+    processes: dict[str, int] | None = None,
+) -> dict[str, float]:
+    """wrk's figures, and the CPU each of `processes` (name: pid) spent per request."""
+    cpu_before = {name: _cpu_seconds(pid) for name, pid in (processes or {}).items()}
     output = subprocess.run(
-        [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
+        [wrk, "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
         check=True,
         capture_output=True,
         text=True,
@@ -66,11 +83,16 @@ def _load(wrk: str, script: Path, url: str, duration_s: int) -> dict[str, float]
         raise RuntimeError(f"errors under load:\n{output}")
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    return {
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    figures = {
         "p50_ms": round(_milliseconds(latency["50"]), 3),
         "p99_ms": round(_milliseconds(latency["99"]), 3),
         "rps": round(rps),
     }
+    for name, pid in (processes or {}).items():
+        spent = _cpu_seconds(pid) - cpu_before[name]
+        figures[f"{name}_cpu_us_per_request"] = round(spent * 1e6 / requests, 1)
+    return figures
 
 
 def _split_error_points(router_port: int) -> tuple[float, dict[str, int]]:
@@ -122,10 +144,17 @@ def main() -> None:
         try:
             direct_url = f"http://{backends['stable'].endpoint}/invocations"
             routed_url = f"{router.url}/invocations"
+            pids = {
+                "backend": backends["stable"].process.popen.pid,
+                "router": router.process.popen.pid,
+            }
             _load(wrk, script, direct_url, WARMUP_S)
             _load(wrk, script, routed_url, WARMUP_S)
-            direct = _load(wrk, script, direct_url, DURATION_S)
-            routed = _load(wrk, script, routed_url, DURATION_S)
+            direct = _load(wrk, script, direct_url, DURATION_S, processes=pids)
+            routed = _load(wrk, script, routed_url, DURATION_S, processes=pids)
+            # One connection: no queueing, the latency one request adds going through.
+            direct_single = _load(wrk, script, direct_url, DURATION_S, connections=1)
+            routed_single = _load(wrk, script, routed_url, DURATION_S, connections=1)
             router.reconfigure(_config(backends, SPLIT_WEIGHTS))
             split_error, split_counts = _split_error_points(router.port)
         finally:
@@ -138,6 +167,7 @@ def main() -> None:
         "added_p50_ms": round(routed["p50_ms"] - direct["p50_ms"], 3),
         "added_p99_ms": round(routed["p99_ms"] - direct["p99_ms"], 3),
         "split_max_error_points": split_error,
+        "one_connection": {"direct": direct_single, "router": routed_single},
         "split": {"weights": SPLIT_WEIGHTS, "requests": SPLIT_REQUESTS, "counts": split_counts},
         "load": f"wrk -t1 -c{CONNECTIONS} -d{DURATION_S}s, POST /invocations, one row",
         "backend": "tests/dataplane_backend.py (uvicorn, uvloop, httptools, orjson)",

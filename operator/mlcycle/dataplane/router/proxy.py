@@ -44,6 +44,8 @@ MAX_SHADOWS_IN_FLIGHT = 512
 BACKEND_HEADER = b"x-mlcycle-backend"
 SHADOW_HEADER = b"x-mlcycle-shadow: 1\r\n"
 _JSON = [(b"content-type", b"application/json")]
+# Requests that carry no body unless they say so: no `Content-Length: 0` is invented.
+_BODILESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
 
 
 class NoEndpointError(Exception):
@@ -228,10 +230,9 @@ class Router:
                 continue
             parts.append(b"%s: %s\r\n" % (name, value))
         body = request.body
-        parts.append(
-            b"x-forwarded-for: %s%s\r\ncontent-length: %d\r\n"
-            % (forwarded_for, request.client_host.encode(), len(body))
-        )
+        parts.append(b"x-forwarded-for: %s%s\r\n" % (forwarded_for, request.client_host.encode()))
+        if body or request.method not in _BODILESS_METHODS:
+            parts.append(b"content-length: %d\r\n" % len(body))
         head = b"".join(parts)
         route = policy.choose(pins)
         service = table.config.service
