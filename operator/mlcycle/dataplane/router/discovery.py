@@ -2,8 +2,9 @@
 
 The kubernetes client blocks, so each watch runs in a thread of its own and hands every
 change to the event loop with `call_soon_threadsafe`; the loop never waits on the API.
-A watch lists first, then follows from the list's resourceVersion, and lists again when
-the watch expires (410 Gone) or the connection drops, so no change is missed for long.
+A watch lists first, then follows from the list's resourceVersion (resumed from the last
+event's when it times out), and lists again when its history expired (410 Gone) or the
+connection failed, so no change is missed.
 """
 
 from __future__ import annotations
@@ -140,24 +141,28 @@ class ClusterWatches:
                 listing = list_call(self._namespace, **selector, _preload_content=False)
                 document = _json(listing.data)
                 on_items(document.get("items") or [])
-                version = document["metadata"]["resourceVersion"]
+                version: str = document["metadata"]["resourceVersion"]
                 failures = 0
-                stream = watch.Watch()
-                for event in stream.stream(
-                    list_call,
-                    self._namespace,
-                    **selector,
-                    resource_version=version,
-                    timeout_seconds=WATCH_TIMEOUT_SECONDS,
-                ):
-                    if self._stopped.is_set():
-                        stream.stop()
-                        return
-                    if event["type"] == "ERROR":
-                        break  # typically 410 Gone: list again
-                    on_event(event["type"], event["raw_object"])
+                # Follow from where the list (then the last event) left off; a watch that
+                # times out is resumed, not relisted.
+                while not self._stopped.is_set():
+                    stream = watch.Watch()
+                    for event in stream.stream(
+                        list_call,
+                        self._namespace,
+                        **selector,
+                        resource_version=version,
+                        timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                        allow_watch_bookmarks=True,
+                    ):
+                        if self._stopped.is_set():
+                            stream.stop()
+                            return
+                        if event["type"] != "BOOKMARK":
+                            on_event(event["type"], event["raw_object"])
+                    version = stream.resource_version or version
             except ApiException as error:
-                if error.status != 410:
+                if error.status != 410:  # 410 Gone: history expired, list again
                     failures += 1
                     log.warning(f"{what} watch failed: {error.status} {error.reason}")
             except Exception as error:  # the API server restarting, a dropped connection
