@@ -81,22 +81,28 @@ def _node_agent(args: argparse.Namespace) -> int:
 
 
 def _router(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from mlcycle.dataplane.router.app import RouterSettings, main
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    settings = RouterSettings(
-        host=args.host,
-        port=args.port,
-        admin_host=args.admin_host,
-        admin_port=args.admin_port,
-        config_file=args.config_file,
-        configmap=args.configmap,
-        configmap_key=args.configmap_key,
-        namespace=args.namespace,
-        drain_seconds=args.drain_seconds,
-        log_level=args.log_level,
-    )
+    try:
+        settings = RouterSettings(
+            host=args.host,
+            port=args.port,
+            admin_host=args.admin_host,
+            admin_port=args.admin_port,
+            config_file=args.config_file,
+            configmap=args.configmap,
+            configmap_key=args.configmap_key,
+            namespace=args.namespace,
+            drain_seconds=args.drain_seconds,
+            log_level=args.log_level,
+        )
+    except ValidationError as error:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+        raise SystemExit(f"mlcycle router: {problems}") from None
     return main(settings)
 
 
@@ -142,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = router.add_mutually_exclusive_group(required=True)
     source.add_argument("--config-file", type=Path, help="static configuration (reread on SIGHUP)")
     source.add_argument("--configmap", help="ConfigMap holding the configuration (watched)")
-    router.add_argument("--configmap-key", default="router.yaml", help="key inside the ConfigMap")
+    from mlcycle.dataplane.router.config import DEFAULT_CONFIGMAP_KEY
+
+    router.add_argument(
+        "--configmap-key", default=DEFAULT_CONFIGMAP_KEY, help="key inside the ConfigMap"
+    )
     router.add_argument(
         "--namespace",
         default=os.environ.get("POD_NAMESPACE"),
