@@ -80,6 +80,32 @@ def _node_agent(args: argparse.Namespace) -> int:
     return result
 
 
+def _router(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mlcycle.dataplane.router.app import RouterSettings, main
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    try:
+        settings = RouterSettings(
+            host=args.host,
+            port=args.port,
+            admin_host=args.admin_host,
+            admin_port=args.admin_port,
+            config_file=args.config_file,
+            configmap=args.configmap,
+            configmap_key=args.configmap_key,
+            namespace=args.namespace,
+            drain_seconds=args.drain_seconds,
+            log_level=args.log_level,
+        )
+    except ValidationError as error:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+        raise SystemExit(f"mlcycle router: {problems}") from None
+    return main(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlcycle", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +141,37 @@ def build_parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="write the generated CRDs, one file per kind")
     crds.add_argument("--output-dir", required=True)
     crds.set_defaults(func=_crds)
+
+    router = commands.add_parser(
+        "router", help="the data-plane router in front of one InferenceService's versions"
+    )
+    source = router.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-file", type=Path, help="static configuration (reread on SIGHUP)")
+    source.add_argument("--configmap", help="ConfigMap holding the configuration (watched)")
+    from mlcycle.dataplane.router.config import DEFAULT_CONFIGMAP_KEY
+
+    router.add_argument(
+        "--configmap-key", default=DEFAULT_CONFIGMAP_KEY, help="key inside the ConfigMap"
+    )
+    router.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="namespace of the ConfigMap and the EndpointSlices (default: $POD_NAMESPACE)",
+    )
+    router.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG"),
+        help="default: $KUBECONFIG, else the pod's service account",
+    )
+    router.add_argument("--host", default="0.0.0.0")
+    router.add_argument("--port", type=int, default=8080, help="the proxy port")
+    router.add_argument("--admin-host", default="0.0.0.0")
+    router.add_argument("--admin-port", type=int, default=9090, help="/metrics, /healthz, /readyz")
+    router.add_argument(
+        "--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for requests"
+    )
+    router.add_argument("--log-level", default=os.environ.get("MLCYCLE_LOG_LEVEL", "INFO"))
+    router.set_defaults(func=_router)
 
     dev = commands.add_parser("dev", help="the local stack for development, tests and the demo")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
