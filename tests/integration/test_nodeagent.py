@@ -4,6 +4,7 @@ controller-manager drives Jobs over pods it runs, and pod status tells the truth
 from __future__ import annotations
 
 import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +29,11 @@ class Cluster:
         self.batch = client.BatchV1Api(api_client)
         self.namespace = namespace
 
-    def create_pod(self, name: str, spec: dict[str, Any]) -> None:
-        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+    def create_pod(
+        self, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None
+    ) -> None:
+        metadata = {"name": name, "labels": labels or {}}
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
         self.core.create_namespaced_pod(self.namespace, body)
 
     def pod(self, name: str) -> dict[str, Any] | None:
@@ -183,7 +187,7 @@ def test_failing_pod_ends_failed_with_its_exit_code(cluster: Cluster) -> None:
     assert status["containerStatuses"][0]["restartCount"] == 0
 
 
-def test_env_from_secret_and_pod_ip_reach_the_process(cluster: Cluster) -> None:
+def test_env_from_secret_and_pod_ip_reach_the_process(cluster: Cluster, stack: Any) -> None:
     cluster.core.create_namespaced_secret(
         cluster.namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "s3cr3t"}}
     )
@@ -216,7 +220,7 @@ def test_env_from_secret_and_pod_ip_reach_the_process(cluster: Cluster) -> None:
         },
     )
     status = cluster.wait_for_phase("reads-env", "Succeeded")
-    assert status["podIP"].startswith("127.")
+    assert status["podIP"].startswith(stack.config().pod_ip_prefix + ".")
     assert container_state(status)["terminated"]["message"] == f"s3cr3t {status['podIP']} reads-env"
 
 
@@ -254,6 +258,13 @@ def test_missing_secret_and_missing_command_are_reported_as_waiting(cluster: Clu
 
 
 def test_readiness_probe_makes_the_pod_ready_and_deletion_kills_it(cluster: Cluster) -> None:
+    cluster.core.create_namespaced_service(
+        cluster.namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+    )
     cluster.create_pod(
         "web",
         {
@@ -277,6 +288,7 @@ def test_readiness_probe_makes_the_pod_ready_and_deletion_kills_it(cluster: Clus
                 }
             ],
         },
+        labels={"app": "web"},
     )
     eventually(
         "pod web Ready",
@@ -288,6 +300,29 @@ def test_readiness_probe_makes_the_pod_ready_and_deletion_kills_it(cluster: Clus
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"http.server" in cmdline
     assert status["podIP"].encode() in cmdline
+
+    # Services get endpoints as in a real cluster: the controller-manager's EndpointSlice
+    # controller takes the Ready pod's IP (the API server refuses loopback addresses there,
+    # hence the stack's own pod network), and that address answers on this machine.
+    from kubernetes import client
+
+    discovery = client.DiscoveryV1Api(cluster.core.api_client)
+
+    def ready_addresses() -> list[str]:
+        slices = discovery.list_namespaced_endpoint_slice(
+            cluster.namespace, label_selector="kubernetes.io/service-name=web"
+        ).items
+        return [
+            address
+            for endpoint_slice in slices
+            for endpoint in endpoint_slice.endpoints or []
+            if endpoint.conditions and endpoint.conditions.ready
+            for address in endpoint.addresses
+        ]
+
+    assert eventually("an EndpointSlice with the pod", ready_addresses) == [status["podIP"]]
+    with urllib.request.urlopen(f"http://{status['podIP']}:8080/", timeout=10) as response:
+        assert response.status == 200
 
     cluster.core.delete_namespaced_pod("web", cluster.namespace)
     eventually("pod web removed by the agent's final delete", lambda: cluster.pod("web") is None)

@@ -616,10 +616,17 @@ def test_reserve_keeps_a_restarted_pods_address() -> None:
     assert allocator.allocate("d") != "127.77.0.9"
 
 
-@pytest.mark.parametrize("prefix", ["10.1", "127.1.2.3", "127.300"])
-def test_pod_ip_prefix_must_be_loopback(prefix: str) -> None:
+@pytest.mark.parametrize("prefix", ["10.1", "127.1.2.3", "127.300", "198.20.1", "198"])
+def test_pod_ip_prefix_must_be_local(prefix: str) -> None:
     with pytest.raises(ValueError, match="pod IP prefix"):
         PodIpAllocator(prefix)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "first"), [("198.18.7", "198.18.7.2"), ("198.19", "198.19.0.2")]
+)
+def test_pod_ips_from_the_local_pod_network(prefix: str, first: str) -> None:
+    assert PodIpAllocator(prefix).allocate("a") == first
 
 
 # ---- probes -------------------------------------------------------------------------------

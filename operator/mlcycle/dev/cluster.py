@@ -68,10 +68,48 @@ class StackConfig:
             s3_port=free_port(),
             s3_console_port=free_port(),
             mlflow_port=free_port(),
-            # A /16 of the loopback range per stack, so two stacks on one machine (a demo
-            # and a test run) never hand out the same pod IP.
-            pod_ip_prefix=f"127.{random.randint(16, 250)}",
+            pod_ip_prefix=_pod_ip_prefix(),
         )
+
+
+# RFC 2544's benchmarking range: never routed on real networks, so routing it to `lo` on
+# this machine shadows nothing.
+POD_NETWORK = "198.18.0.0/15"
+
+
+def _pod_ip_prefix() -> str:
+    """A range of pod IPs of this stack's own, so two stacks on one machine (a demo and a
+    test run) never hand out the same address.
+
+    The API server refuses loopback addresses in EndpointSlices, which would leave every
+    Service without endpoints; so pods get addresses of POD_NETWORK, made local to this
+    machine by one `local` route on `lo` (as 127/8 is). Without the right to add that
+    route (not root), pods fall back to loopback addresses and Services stay empty.
+    """
+    if _ensure_pod_network():
+        block = random.randrange(512)
+        return f"198.{18 + block // 256}.{block % 256}"
+    return f"127.{random.randint(16, 250)}"
+
+
+def _ensure_pod_network() -> bool:
+    try:
+        shown = subprocess.run(
+            ["ip", "route", "show", "table", "local", POD_NETWORK],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if shown.stdout.strip():
+            return True
+        added = subprocess.run(
+            ["ip", "route", "add", "local", POD_NETWORK, "dev", "lo"],
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return added.returncode == 0
 
 
 class LocalStack:

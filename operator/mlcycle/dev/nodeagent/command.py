@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pod-ip-prefix",
         default="127.77",
-        help="loopback prefix pod IPs are taken from (1-3 octets, first 127)",
+        help="prefix pod IPs are taken from (1-3 octets, under 127. or 198.18.0.0/15)",
     )
     parser.add_argument(
         "--apiserver-host", help="KUBERNETES_SERVICE_HOST for pods (default: from kubeconfig)"

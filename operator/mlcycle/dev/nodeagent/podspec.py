@@ -979,13 +979,17 @@ def recovered_record(
 
 
 class PodIpAllocator:
-    """Loopback addresses under a prefix, handed out round-robin so an address released by
-    one pod is not given to the next pod at once (clients may still hold the old one)."""
+    """Addresses local to this machine under a prefix (loopback, or the stack's pod network
+    routed to `lo`), handed out round-robin so an address released by one pod is not given
+    to the next pod at once (clients may still hold the old one)."""
 
     def __init__(self, prefix: str) -> None:
         octets = [int(o) for o in prefix.strip(".").split(".")]
-        if not 1 <= len(octets) <= 3 or octets[0] != 127 or any(not 0 <= o <= 255 for o in octets):
-            raise ValueError(f"pod IP prefix {prefix!r} must be 1-3 octets under 127.")
+        local = octets[:1] == [127] or octets[:2] in ([198, 18], [198, 19])
+        if not 1 <= len(octets) <= 3 or not local or any(not 0 <= o <= 255 for o in octets):
+            raise ValueError(
+                f"pod IP prefix {prefix!r} must be 1-3 octets under 127. or 198.18.0.0/15"
+            )
         self._octets = octets
         free_bits = 8 * (4 - len(octets))
         # Skip .0 and .1 of the range (network, and 127.x.0.1 looks like a host address).
