@@ -130,7 +130,7 @@ def _pod(name: str, exit_code: int) -> str:
 
 @pytest.mark.parametrize(("exit_code", "phase"), [(0, "Succeeded"), (3, "Failed")])
 def test_node_agent_runs_a_pod_to_its_exit_code(
-    kubectl: Kubectl, namespace: str, exit_code: int, phase: str
+    stack: object, kubectl: Kubectl, namespace: str, exit_code: int, phase: str
 ) -> None:
     name = f"exit-{exit_code}"
     kubectl("apply", "-n", namespace, "-f", "-", input_text=_pod(name, exit_code))
@@ -147,5 +147,5 @@ def test_node_agent_runs_a_pod_to_its_exit_code(
     assert status["phase"] == phase
     terminated = status["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == exit_code
-    assert status["podIP"].startswith("127.")
+    assert str(status["podIP"]).startswith(stack.config().pod_ip_prefix + ".")  # type: ignore[attr-defined]
     assert pod["spec"]["nodeName"] == "mlcycle-local"  # type: ignore[index]
