@@ -12,7 +12,7 @@ import kopf
 
 from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.http import serve_probes_and_metrics
-from mlcycle.adapters.kube import ensure_peering_objects, new_api_client
+from mlcycle.adapters.kube import IO_THREADS, ensure_peering_objects, new_api_client
 from mlcycle.adapters.metrics import OperatorMetrics
 from mlcycle.adapters.tracking import MlflowTracking
 from mlcycle.config import OperatorConfig
@@ -36,7 +36,7 @@ async def run_operator(
     # Adapters block (the kubernetes and MLflow clients are synchronous) and run in threads;
     # the default pool of cpu+4 threads queues them behind each other under a burst.
     asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcycle-io")
+        ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mlcycle-io")
     )
     metrics = OperatorMetrics()
     cluster = await asyncio.to_thread(_cluster_client)

@@ -15,6 +15,10 @@ PEERING_VERSION = "v1"
 _SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
+# Threads the operator runs blocking adapter calls on.
+IO_THREADS = 32
+
+
 def kube_configuration() -> client.Configuration:
     """In a pod: its service account. Elsewhere: $KUBECONFIG, read now.
 
@@ -31,6 +35,9 @@ def kube_configuration() -> client.Configuration:
             client_configuration=configuration,
             persist_config=False,
         )
+    # One connection per I/O thread (see run_operator); urllib3's default of 10 would open
+    # and drop connections under a burst.
+    configuration.connection_pool_maxsize = IO_THREADS
     return configuration
 
 
