@@ -28,9 +28,11 @@ MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0)  # fmt: skip
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-# Regression outputs have no natural scale: decades on both sides of zero cover most.
-DEFAULT_PREDICTION_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75,
-                              1.0, 2.5, 5.0, 10.0, 100.0, 1000.0)  # fmt: skip
+# Regression outputs have no natural scale: a few decades from zero cover most. Buckets stay
+# non-negative because prometheus-client drops a histogram's _sum (and so the mean) when
+# any bucket bound is negative; negative predictions land in the first bucket.
+DEFAULT_PREDICTION_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0,
+                              250.0, 500.0, 1000.0, 10000.0)  # fmt: skip
 # Label values are bounded: a model answering free text must not grow the series forever.
 MAX_CLASSES_PER_OUTPUT = 50
 OTHER_CLASS = "__other__"
