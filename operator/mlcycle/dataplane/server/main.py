@@ -36,6 +36,8 @@ def _uvicorn_settings(config: ServerConfig) -> dict[str, object]:
         "access_log": False,
         "server_header": False,
         "date_header": False,
+        # No proxy header rewriting: the server never uses the client address.
+        "proxy_headers": False,
         "log_level": config.log_level.lower(),
         "timeout_keep_alive": config.keep_alive_seconds,
         "timeout_graceful_shutdown": config.graceful_shutdown_seconds,
