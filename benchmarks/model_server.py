@@ -41,7 +41,14 @@ BATCHED_CONNECTIONS = 64
 WARMUP_SECONDS = 3
 MEASURE_SECONDS = 10
 READY_TIMEOUT = 240
-MLSERVER_PINS = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1", "scikit-learn==1.9.1")
+# uvloop 0.22 no longer creates a loop in get_event_loop(), which MLServer 1.7's inference
+# pool workers rely on: they die at start and the model never loads.
+MLSERVER_PINS = (
+    "mlserver==1.7.1",
+    "mlserver-mlflow==1.7.1",
+    "scikit-learn==1.9.1",
+    "uvloop==0.21.0",
+)
 CACHE = Path(os.environ.get("MLCYCLE_CACHE", Path.home() / ".cache" / "mlcycle"))
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

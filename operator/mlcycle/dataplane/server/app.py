@@ -108,12 +108,18 @@ class ModelServer:
         path: str = scope["path"]
         route = self._exact_routes.get(path)
         protocol = PROTOCOL_MLFLOW if path == "/invocations" else ""
-        if route is not None:
-            status, body, content_type = await route(scope, receive)
-        elif path.startswith(MODELS_PREFIX):
-            status, body, content_type, protocol = await self._models_route(scope, receive)
-        else:
-            status, body, content_type = 404, oip_error(f"no route {path}"), JSON
+        if path.startswith(MODELS_PREFIX) and path.endswith("/infer"):
+            protocol = PROTOCOL_V2
+        try:
+            if route is not None:
+                status, body, content_type = await route(scope, receive)
+            elif path.startswith(MODELS_PREFIX):
+                status, body, content_type = await self._models_route(scope, receive)
+            else:
+                status, body, content_type = 404, oip_error(f"no route {path}"), JSON
+        except Exception as error:  # e.g. an output that cannot be encoded: answered and counted
+            logger.exception("request to %s failed", path)
+            status, body, content_type = 500, oip_error(f"{type(error).__name__}: {error}"), JSON
         await send(
             {
                 "type": "http.response.start",
@@ -238,7 +244,7 @@ class ModelServer:
         except PredictionError as error:
             return 500, mlflow_error(f"prediction failed: {error}", "INTERNAL_ERROR"), JSON
 
-    async def _models_route(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes, str]:
+    async def _models_route(self, scope: Scope, receive: Receive) -> Response:
         parts = scope["path"][len(MODELS_PREFIX) :].rstrip("/").split("/")
         name, rest = parts[0], parts[1:]
         version = ""
@@ -246,29 +252,22 @@ class ModelServer:
             version, rest = rest[1], rest[2:]
         action = rest[0] if len(rest) == 1 else ("" if not rest else None)
         if action not in ("", "ready", "infer"):
-            return 404, oip_error(f"no route {scope['path']}"), JSON, ""
-        protocol = PROTOCOL_V2 if action == "infer" else ""
+            return 404, oip_error(f"no route {scope['path']}"), JSON
         if name != self.identity.name or (version and version != self.identity.version):
             served = self.identity.name + (
                 f" version {self.identity.version}" if self.identity.version else ""
             )
             missing = name + (f" version {version}" if version else "")
-            return (
-                404,
-                oip_error(f"model {missing} not found; this server serves {served}"),
-                JSON,
-                protocol,
-            )
+            return 404, oip_error(f"model {missing} not found; this server serves {served}"), JSON
         if action == "infer":
-            status, body, content_type = await self._oip_infer(scope, receive)
-            return status, body, content_type, protocol
+            return await self._oip_infer(scope, receive)
         if action == "ready":
             ready = self.model is not None
             document: dict[str, Any] = {"name": name, "ready": ready}
             if not ready:
                 document["reason"] = self.not_ready_reason
-            return (200 if ready else 503), dumps(document), JSON, ""
-        return (*self._model_metadata(), "")
+            return (200 if ready else 503), dumps(document), JSON
+        return self._model_metadata()
 
     async def _oip_infer(self, scope: Scope, receive: Receive) -> Response:
         if scope["method"] != "POST":
