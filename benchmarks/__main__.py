@@ -1,8 +1,8 @@
 """`make bench`: run every benchmark; each records benchmarks/results/<name>.json."""
 
-from benchmarks import reconcile_latency, router, trainingjob_latency
+from benchmarks import model_server, reconcile_latency, router, trainingjob_latency
 
-BENCHMARKS = (reconcile_latency, trainingjob_latency, router)
+BENCHMARKS = (reconcile_latency, trainingjob_latency, model_server, router)
 
 for benchmark in BENCHMARKS:
     benchmark.main()

@@ -1,4 +1,4 @@
-"""`mlcycle`: run the operator, write the CRDs, drive the local stack."""
+"""`mlcycle`: run the operator, serve a model, write the CRDs, drive the local stack."""
 
 from __future__ import annotations
 
@@ -29,6 +29,34 @@ def _run(args: argparse.Namespace) -> int:
     )
     configure_logging(config)
     asyncio.run(run_operator(config))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mlcycle.dataplane.server.config import ServerConfig
+    from mlcycle.dataplane.server.main import serve
+
+    buckets = (
+        {"prediction_buckets": tuple(float(v) for v in args.prediction_buckets.split(","))}
+        if args.prediction_buckets
+        else {}
+    )
+    serve(
+        ServerConfig(
+            model_uri=args.model_uri,
+            model_name=args.model_name,
+            model_version=args.model_version,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            max_batch_size=args.max_batch_size,
+            max_batch_wait_ms=args.max_batch_wait_ms,
+            force_pyfunc=args.pyfunc,
+            graceful_shutdown_seconds=args.graceful_shutdown_seconds,
+            log_level=args.log_level,
+            **buckets,
+        )
+    )
     return 0
 
 
@@ -137,6 +165,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--plain-logs", action="store_true", help="human-readable logs instead of JSON"
     )
     run.set_defaults(func=_run)
+
+    serve = commands.add_parser(
+        "serve", help="serve an MLflow model (MLflow scoring protocol and Open Inference v2)"
+    )
+    serve.add_argument(
+        "--model-uri",
+        default=os.environ.get("MLCYCLE_MODEL_URI"),
+        required=not os.environ.get("MLCYCLE_MODEL_URI"),
+        help="models:/name/version, models:/name@alias, runs:/..., s3://..., "
+        "mlflow-artifacts:/... or a local model directory",
+    )
+    serve.add_argument("--model-name", help="name served and labelled (default: from the URI)")
+    serve.add_argument("--model-version", help="version label (default: the registry's)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument("--max-batch-size", type=int, default=64, help="rows per predict call")
+    serve.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long a partial batch waits for more requests (0: no added latency)",
+    )
+    serve.add_argument(
+        "--pyfunc", action="store_true", help="load as MLflow pyfunc even with a native flavor"
+    )
+    serve.add_argument("--graceful-shutdown-seconds", type=float, default=30.0)
+    serve.add_argument(
+        "--prediction-buckets", help="comma-separated histogram buckets for regression outputs"
+    )
+    serve.add_argument("--log-level", default=os.environ.get("MLCYCLE_LOG_LEVEL", "INFO"))
+    serve.set_defaults(func=_serve)
 
     crds = commands.add_parser("crds", help="write the generated CRDs, one file per kind")
     crds.add_argument("--output-dir", required=True)

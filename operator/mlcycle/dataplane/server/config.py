@@ -1,0 +1,48 @@
+"""How a model server is configured: CLI flags become one typed object (and, for worker
+processes, one JSON environment variable)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from mlcycle.dataplane.server.metrics import DEFAULT_PREDICTION_BUCKETS
+
+CONFIG_ENV = "MLCYCLE_SERVE_CONFIG"
+
+
+class ServerConfig(BaseModel):
+    model_uri: str = Field(
+        description="models:/name/version, models:/name@alias, runs:/, s3://, "
+        "mlflow-artifacts:/ or a local directory holding an MLmodel file."
+    )
+    model_name: str | None = Field(
+        default=None, description="Name served and used in metrics labels (default: from URI)."
+    )
+    model_version: str | None = Field(
+        default=None, description="Version label (default: the registry version, if any)."
+    )
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, description="Processes sharing the port.")
+    max_batch_size: int = Field(default=64, ge=1, description="Rows per predict call at most.")
+    max_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long a partial batch may wait for more requests; 0 batches only what "
+        "arrived in the same event-loop turn, adding no latency.",
+    )
+    force_pyfunc: bool = Field(default=False, description="Skip native flavors; load as pyfunc.")
+    graceful_shutdown_seconds: float = Field(
+        default=30.0, gt=0, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    load_retry_max_seconds: float = Field(
+        default=60.0, gt=0, description="Ceiling of the backoff between model load attempts."
+    )
+    keep_alive_seconds: float = Field(
+        default=75.0,
+        gt=0,
+        description="Idle keep-alive; above a pooling proxy's own idle timeout, so the proxy "
+        "never reuses a connection the server is closing.",
+    )
+    prediction_buckets: tuple[float, ...] = DEFAULT_PREDICTION_BUCKETS
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
