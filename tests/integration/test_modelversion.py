@@ -509,3 +509,28 @@ def test_registers_from_a_trainingjob_once_it_succeeds(
     assert _alias_target(mlflow_client, model, "challenger") == status["version"]
     [version] = _versions_of(mlflow_client, model, _uid(kubectl, namespace, "iris-v1"))
     assert version.run_id == run_id
+
+
+def test_a_duplicate_version_for_one_object_is_removed_and_the_oldest_kept(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-twice"
+    _apply(kubectl, namespace, "twice", modelName=model, source={"run": {"runId": run_id}})
+    version = _phase(kubectl, namespace, "twice", "Ready")["version"]
+    uid = _uid(kubectl, namespace, "twice")
+    # What a second creator racing the first (a replica during a leader hand-over) leaves.
+    mlflow_client.create_model_version(
+        model, f"models:/{model_id}", run_id=run_id, model_id=model_id, tags={UID_TAG: uid}
+    )
+    eventually(
+        "the duplicate deleted",
+        lambda: [v.version for v in _versions_of(mlflow_client, model, uid)] == [version],
+        timeout=60,
+    )
+    assert _status(kubectl, namespace, "twice")["version"] == version
+    assert _event_reasons(kubectl, namespace, "twice")["DuplicateVersionRemoved"] == 1
