@@ -122,6 +122,7 @@ def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
     assert aliases["challenger"] == registry_status["version"]
     # Lineage back to the data: the dataset input the operator logged on the run.
     assert registry_status["lineage"]["runId"] == status["mlflowRunId"]
+    assert registry_status["lineage"]["trainingJob"] == "iris"
     assert registry_status["lineage"]["dataset"]["uri"] == "sklearn://datasets/iris"
     assert status["primaryMetric"] == f"accuracy={status['metrics']['accuracy']:.4g}"
     printed = kubectl("get", "trainingjob", "iris", "-n", namespace).stdout

@@ -95,6 +95,7 @@ class Run:
     dataset_uri: str | None = None
     dataset_digest: str | None = None
     dataset_version: str | None = None
+    training_job: str | None = None
 
 
 @dataclass(frozen=True)
@@ -538,3 +539,9 @@ def test_approval_time_is_recorded_once() -> None:
         T0 + datetime.timedelta(1),
     )
     assert other.approved_at == T0 + datetime.timedelta(1)
+
+
+def test_a_run_made_by_a_trainingjob_names_it_in_the_lineage() -> None:
+    resolved = resolve_run(RunRef(RUN_ID, "model"), Run(training_job="iris"), None)
+    assert isinstance(resolved, ResolvedSource)
+    assert resolved.lineage.training_job == "iris"

@@ -26,6 +26,8 @@ from mlcycle.adapters.errors import NotFoundError
 from mlcycle.adapters.tracking import (
     _NOT_FOUND_CODES,
     DATASET_VERSION_TAG,
+    KIND_TAG,
+    NAME_TAG,
     UID_TAG,
     _configure_mlflow_client,
     _mapped,
@@ -69,6 +71,7 @@ class SourceRun:
     dataset_uri: str | None
     dataset_digest: str | None
     dataset_version: str | None
+    training_job: str | None
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,7 @@ class MlflowRegistry:
         """The `signature` of the version's MLmodel file, when the model has one."""
         with _mapped("get model download location"):
             location = self._client.get_model_version_download_uri(name, version)
-        with tempfile.TemporaryDirectory() as scratch, _mapped("download MLmodel"):
+        with tempfile.TemporaryDirectory() as scratch:
             try:
                 path = mlflow.artifacts.download_artifacts(
                     artifact_uri=f"{location.rstrip('/')}/MLmodel",
@@ -219,11 +222,15 @@ class MlflowRegistry:
                     tracking_uri=self.tracking_uri,
                     registry_uri=self.tracking_uri,
                 )
+                document = yaml.safe_load(Path(path).read_text())
             except MlflowException as error:
                 if error.error_code in _NOT_FOUND_CODES:
                     return None
-                raise
-            document = yaml.safe_load(Path(path).read_text())
+                raise map_mlflow_error(error, "download MLmodel") from None
+            except Exception as error:
+                # Artifact stores raise their own errors (botocore's NoCredentialsError,
+                # yaml's parse errors) beside MLflow's; none may leave unmapped.
+                raise map_mlflow_error(error, "download MLmodel") from None
         signature = (document or {}).get("signature") if isinstance(document, dict) else None
         if not isinstance(signature, dict):
             return None
@@ -237,6 +244,9 @@ class MlflowRegistry:
             run = self._client.get_run(run_id)
         if run.info.lifecycle_stage == "deleted":
             raise NotFoundError(f"run {run_id} is deleted")
+        tags = run.data.tags or {}
+        # A run a TrainingJob created says so in the tags the tracking adapter set.
+        training_job = tags.get(NAME_TAG) if tags.get(KIND_TAG) == "TrainingJob" else None
         dataset = next(iter(run.inputs.dataset_inputs), None) if run.inputs else None
         uri = digest = version = None
         if dataset is not None:
@@ -255,6 +265,7 @@ class MlflowRegistry:
             dataset_uri=uri,
             dataset_digest=digest,
             dataset_version=version,
+            training_job=training_job,
         )
 
     def logged_model_id(self, experiment_id: str, run_id: str, name: str) -> str | None:

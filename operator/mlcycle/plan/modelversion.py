@@ -118,6 +118,8 @@ class SourceRunView(Protocol):
     def dataset_digest(self) -> str | None: ...
     @property
     def dataset_version(self) -> str | None: ...
+    @property
+    def training_job(self) -> str | None: ...
 
 
 # --- Sources ------------------------------------------------------------------------------
@@ -216,7 +218,7 @@ def resolve_run(
         else f"runs:/{ref.run_id}/{ref.artifact_path}"
     )
     lineage = Lineage(
-        training_job=ref.training_job,
+        training_job=ref.training_job or run.training_job,
         run_id=ref.run_id,
         experiment_id=run.experiment_id,
         logged_model_id=logged_model_id,

@@ -196,7 +196,12 @@ def _converge(
         registry.set_description(model_name, keep.version, description)
     signature = None
     if not was_ready and before.signature is None:
-        found_signature = registry.signature(model_name, keep.version)
+        try:
+            found_signature = registry.signature(model_name, keep.version)
+        except AdapterError:
+            # The signature is informative: an artifact store the operator cannot read
+            # (no credentials for a URI source) must not hold the registration back.
+            found_signature = None
         if found_signature is not None:
             signature = ModelSignature(
                 inputs=found_signature.inputs, outputs=found_signature.outputs
