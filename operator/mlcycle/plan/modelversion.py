@@ -11,6 +11,7 @@ Phases and conditions
 MLflow and is not READY yet), Ready, or Failed (the source failed or does not exist, MLflow
 refused the registration). Conditions (`reasons` holds every type and reason):
 
+- `Accepted`: the spec parsed (`SpecValid`); an invalid one gets `InvalidSpec` instead.
 - `SourceReady`: the source is resolved (`SourceResolved`) or what is awaited or missing
   (`WaitingForTrainingJob`, `WaitingForRun`, `TrainingJobNotFound`, `RunNotFound`,
   `TrainingJobFailed`, `RunFailed`, `VersionNotFound`).
@@ -549,6 +550,9 @@ def status_plan(mv: ModelVersion, progress: Progress, now: datetime.datetime) ->
     """The status for what this reconcile established, Events for what changed."""
     before = mv.status or ModelVersionStatus()
     conditions = ConditionSet(before.conditions, mv.metadata.generation, now)
+    # Parsed into the typed model, so the spec is one the operator acts on (an invalid one
+    # never gets here: the handler records InvalidSpec instead).
+    conditions.put(reasons.ACCEPTED, True, reasons.SPEC_VALID, "spec accepted")
     if progress.source_blocked is not None:
         blocked = progress.source_blocked
         conditions.put(reasons.SOURCE_READY, False, blocked.reason, blocked.message)
@@ -608,6 +612,7 @@ def status_plan(mv: ModelVersion, progress: Progress, now: datetime.datetime) ->
             desired[key] = None
     events = list(progress.events)
     for type_ in (
+        reasons.ACCEPTED,
         reasons.SOURCE_READY,
         reasons.REGISTERED,
         reasons.APPROVED,

@@ -23,6 +23,7 @@ from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.errors import AdapterError, NotFoundError, UnavailableError
 from mlcycle.adapters.metrics import RegistrationMetrics
 from mlcycle.adapters.registry import MlflowRegistry, VersionRecord
+from mlcycle.adapters.tracking import SERVICE
 from mlcycle.api.v1alpha1 import API_VERSION, ModelVersion, TrainingJob
 from mlcycle.api.v1alpha1.modelversion import ModelSignature, ModelVersionStatus
 from mlcycle.plan import modelversion as plan
@@ -107,6 +108,8 @@ async def _reconcile(
     try:
         progress = await asyncio.to_thread(_converge, mv, deps, registry, now)
     except AdapterError as error:
+        if isinstance(error, UnavailableError) and error.service != SERVICE:
+            raise  # the apiserver itself: kopf's own retry, nothing to record in status
         reason = (
             reasons.MLFLOW_UNAVAILABLE
             if isinstance(error, UnavailableError)
