@@ -14,9 +14,11 @@ from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.http import serve_probes_and_metrics
 from mlcycle.adapters.kube import IO_THREADS, ensure_peering_objects, new_api_client
 from mlcycle.adapters.metrics import OperatorMetrics
+from mlcycle.adapters.registry import MlflowRegistry
 from mlcycle.adapters.tracking import MlflowTracking
 from mlcycle.config import OperatorConfig
 from mlcycle.handlers.registration import OperatorContext, build_registry, configure_settings
+from mlcycle.reconcile.modelversion import ModelVersionDeps
 from mlcycle.reconcile.trainingjob import TrainingDeps
 
 
@@ -48,6 +50,12 @@ async def run_operator(
             tracking_for=_tracking_for,
             default_tracking_uri=config.mlflow_tracking_uri,
             metrics=metrics.training,
+        ),
+        model_versions=ModelVersionDeps(
+            cluster=cluster,
+            registry_for=_registry_for,
+            default_tracking_uri=config.mlflow_tracking_uri,
+            metrics=metrics.registration,
         ),
     )
     registry = build_registry()
@@ -88,6 +96,11 @@ def _cluster_client() -> ClusterClient:
 def _tracking_for(tracking_uri: str) -> MlflowTracking:
     # One adapter per server for the operator's life: it remembers experiment ids.
     return MlflowTracking(tracking_uri)
+
+
+@functools.cache
+def _registry_for(tracking_uri: str) -> MlflowRegistry:
+    return MlflowRegistry(tracking_uri)
 
 
 def _ensure_peering(config: OperatorConfig) -> None:

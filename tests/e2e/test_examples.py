@@ -22,7 +22,12 @@ def test_demo_drives_every_example(stack: LocalStack, kubectl: Kubectl) -> None:
         assert phases == {"hello": "Succeeded", "iris": "Succeeded"}
         iris = next(t for t in trainings["items"] if t["metadata"]["name"] == "iris")
         registered = iris["status"]["registeredModelVersion"]
-        kubectl("get", "modelversion", registered, "-n", DEMO_NAMESPACE)
+        model_version = json.loads(
+            kubectl("get", "modelversion", registered, "-n", DEMO_NAMESPACE, "-o", "json").stdout
+        )
+        assert model_version["status"]["phase"] == "Ready", model_version["status"]
+        assert model_version["status"]["aliases"] == ["challenger"]
+        assert model_version["status"]["modelUri"].startswith("models:/iris/")
     finally:
         stack.processes.stop("operator")
         kubectl("delete", "namespace", DEMO_NAMESPACE, "--wait=false", check=False)

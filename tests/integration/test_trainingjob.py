@@ -111,6 +111,19 @@ def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
         "artifactPath": "model",
     }
     assert model_version["spec"]["aliases"] == ["challenger"]
+
+    def registered() -> dict[str, Any] | None:
+        found = _get(kubectl, namespace, "modelversion", version_name) or {}
+        registered_status: dict[str, Any] = found.get("status") or {}
+        return registered_status if registered_status.get("phase") == "Ready" else None
+
+    registry_status = eventually("the ModelVersion Ready in MLflow", registered, timeout=90)
+    aliases = _mlflow(stack).get_registered_model("iris").aliases
+    assert aliases["challenger"] == registry_status["version"]
+    # Lineage back to the data: the dataset input the operator logged on the run.
+    assert registry_status["lineage"]["runId"] == status["mlflowRunId"]
+    assert registry_status["lineage"]["trainingJob"] == "iris"
+    assert registry_status["lineage"]["dataset"]["uri"] == "sklearn://datasets/iris"
     assert status["primaryMetric"] == f"accuracy={status['metrics']['accuracy']:.4g}"
     printed = kubectl("get", "trainingjob", "iris", "-n", namespace).stdout
     assert "METRIC" in printed

@@ -37,6 +37,7 @@ class OperatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.training = TrainingMetrics(self.registry)
+        self.registration = RegistrationMetrics(self.registry)
 
     @contextmanager
     def reconciling(self, kind: str) -> Iterator[None]:
@@ -112,3 +113,33 @@ class TrainingMetrics:
             counts[phase] = counts.get(phase, 0) + 1
         for phase, count in counts.items():
             self.by_phase.labels(phase=phase).set(count)
+
+
+REGISTRATION_RESULTS = ("created", "adopted", "failed")
+
+
+class RegistrationMetrics:
+    """ModelVersion registrations by result, and how long an object takes to be Ready."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registrations = Counter(
+            "mlcycle_modelversion_registrations_total",
+            "ModelVersion registrations by result: created (a new MLflow version), adopted"
+            " (an existing version), failed.",
+            ["result"],
+            registry=registry,
+        )
+        for result in REGISTRATION_RESULTS:
+            self.registrations.labels(result=result)
+        self.latency = Histogram(
+            "mlcycle_modelversion_registration_latency_seconds",
+            "ModelVersion creation to Ready (the MLflow version READY, tags and aliases set).",
+            registry=registry,
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+        )
+
+    def registered(self, result: str) -> None:
+        self.registrations.labels(result=result).inc()
+
+    def ready(self, seconds: float) -> None:
+        self.latency.observe(max(seconds, 0.0))

@@ -31,6 +31,9 @@ from mlcycle.adapters.errors import AdapterError, InvalidError, NotFoundError, U
 
 SERVICE = "mlflow"
 UID_TAG = "mlcycle.dev/uid"
+# Set by the reconcilers as owner tags; read back for lineage.
+NAME_TAG = "mlcycle.dev/name"
+KIND_TAG = "mlcycle.dev/kind"
 DATASET_VERSION_TAG = "mlcycle.dev/dataset-version"
 
 # Limits of MLflow's stores (mlflow.utils.validation); exceeding them is an

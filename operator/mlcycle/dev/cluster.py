@@ -186,6 +186,14 @@ class LocalStack:
         for name in order + [n for n in self.processes.names() if n not in order]:
             self.processes.stop(name)
 
+    def stop_mlflow(self) -> None:
+        """Stop only the MLflow server, as an outage would; `start_mlflow` brings it back
+        on the same port and database."""
+        self.processes.stop("mlflow")
+
+    def start_mlflow(self) -> None:
+        self._start_mlflow(self.config())
+
     def kubectl(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
             [str(binaries().kubectl), *args],

@@ -49,16 +49,28 @@ def run_demo(stack: LocalStack) -> None:
         )
 
     wait_until("every example TrainingJob to finish", trainings_finished, timeout=300)
+
+    def model_versions_settled() -> bool:
+        items = json.loads(stack.kubectl("get", "mv", "-n", DEMO_NAMESPACE, "-o", "json"))
+        return all(
+            (item.get("status") or {}).get("phase") in ("Ready", "Failed")
+            for item in items["items"]
+        )
+
+    wait_until("every ModelVersion to be registered", model_versions_settled, timeout=120)
     _show(stack, "get", "nodes", "-o", "wide")
     _show(stack, "get", "crds", "-l", "app.kubernetes.io/part-of=mlcycle")
     _show(stack, "get", "mlcycle", "-n", DEMO_NAMESPACE)
     _show(stack, "describe", "trainingjob", "iris", "-n", DEMO_NAMESPACE)
     _show(stack, "get", "jobs,pods", "-n", DEMO_NAMESPACE)
+    _show(stack, "describe", "modelversion", "-n", DEMO_NAMESPACE)
     metrics = _http_get(f"{operator_url}/metrics")
-    print("\n$ GET operator /metrics | grep mlcycle_reconcile_total")
+    print("\n$ GET operator /metrics | grep -e mlcycle_reconcile_total -e registrations")
     print(
         "\n".join(
-            line for line in metrics.splitlines() if line.startswith("mlcycle_reconcile_total")
+            line
+            for line in metrics.splitlines()
+            if line.startswith(("mlcycle_reconcile_total", "mlcycle_modelversion_registrations"))
         )
     )
 

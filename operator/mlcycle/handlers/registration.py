@@ -10,10 +10,12 @@ import kopf
 
 from mlcycle.adapters.kube import kube_configuration
 from mlcycle.adapters.metrics import OperatorMetrics
-from mlcycle.api.v1alpha1 import GROUP, KINDS, VERSION, CustomResource, TrainingJob
+from mlcycle.api.v1alpha1 import GROUP, KINDS, VERSION, CustomResource, ModelVersion, TrainingJob
 from mlcycle.config import OperatorConfig
 from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.handlers.modelversion import register_modelversion
 from mlcycle.handlers.trainingjob import register_trainingjob
+from mlcycle.reconcile.modelversion import ModelVersionDeps
 from mlcycle.reconcile.trainingjob import TrainingDeps
 
 FIELD_MANAGER = "mlcycle-operator"
@@ -26,6 +28,7 @@ class OperatorContext:
     config: OperatorConfig
     metrics: OperatorMetrics
     training: TrainingDeps
+    model_versions: ModelVersionDeps
 
 
 def configure_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -86,6 +89,8 @@ def build_registry() -> kopf.OperatorRegistry:
     for kind in KINDS:
         if kind is TrainingJob:
             register_trainingjob(registry)
+        elif kind is ModelVersion:
+            register_modelversion(registry)
         else:
             _register_kind(registry, kind)
     return registry

@@ -9,14 +9,9 @@ from typing import Any
 
 from mlcycle.api.v1alpha1.common import Condition
 from mlcycle.plan import reasons
-from mlcycle.plan.conditions import find_condition, set_condition
+from mlcycle.plan.conditions import EventIntent, find_condition, set_condition
 
-
-@dataclass(frozen=True)
-class EventIntent:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
+__all__ = ["AcceptancePlan", "EventIntent", "plan_acceptance"]
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,32 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from mlcycle.api.v1alpha1.common import Condition
+
+MESSAGE_LIMIT: Final = 1024
+
+
+@dataclass(frozen=True)
+class EventIntent:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusPlan:
+    """The status to write (camelCase; None clears a field) and the Events to emit."""
+
+    status: dict[str, Any]
+    events: list[EventIntent]
+    changed: bool
+
+
+def cap_message(message: str) -> str:
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
 
 
 def set_condition(
@@ -44,3 +67,36 @@ def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> b
     """Status is written only when it differs, so a resync never bumps resourceVersion."""
     current = current or {}
     return any(current.get(key) != value for key, value in desired.items())
+
+
+def condition_event(
+    before: Sequence[Condition], after: Sequence[Condition], type_: str
+) -> EventIntent | None:
+    """An Event when the condition appeared or its status moved; a message change is not one."""
+    old, new = find_condition(before, type_), find_condition(after, type_)
+    if new is None or (old is not None and old.status == new.status):
+        return None
+    healthy = new.status == "True"
+    return EventIntent("Normal" if healthy else "Warning", new.reason, cap_message(new.message))
+
+
+class ConditionSet:
+    """The conditions being planned, all stamped with one generation and one clock."""
+
+    def __init__(
+        self, conditions: Sequence[Condition], generation: int | None, now: datetime.datetime
+    ) -> None:
+        self.conditions = list(conditions)
+        self._generation = generation
+        self._now = now
+
+    def put(self, type_: str, status: bool, reason: str, message: str) -> None:
+        self.conditions = set_condition(
+            self.conditions,
+            type_=type_,
+            status="True" if status else "False",
+            reason=reason,
+            message=message,
+            observed_generation=self._generation,
+            now=self._now,
+        )

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from mlcycle.api.v1alpha1.common import API_VERSION, ApiModel, Condition
+from mlcycle.api.v1alpha1.common import API_VERSION, ApiModel
 from mlcycle.api.v1alpha1.trainingjob import (
     MetricGate,
     Registration,
@@ -44,14 +44,21 @@ from mlcycle.api.v1alpha1.trainingjob import (
     TrainingJobStatus,
 )
 from mlcycle.plan import reasons
-from mlcycle.plan.acceptance import EventIntent
-from mlcycle.plan.conditions import find_condition, set_condition, status_changed
+from mlcycle.plan.conditions import (
+    MESSAGE_LIMIT,
+    ConditionSet,
+    EventIntent,
+    StatusPlan,
+    cap_message,
+    condition_event,
+    find_condition,
+    status_changed,
+)
 
 CONTAINER_NAME: Final = "trainer"
 MASTER_PORT: Final = 29500
 # Kubernetes' own default; written out so the Job shows what the operator relies on.
 DEFAULT_BACKOFF_LIMIT: Final = 6
-MESSAGE_LIMIT: Final = 1024
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 TRAININGJOB_LABEL: Final = "mlcycle.dev/trainingjob"
@@ -515,10 +522,6 @@ def _job_failed_condition(job: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return _true_condition(job, "Failed") or _true_condition(job, "FailureTarget")
 
 
-def _cap(message: str) -> str:
-    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
-
-
 def _pod_name(pod: Mapping[str, Any]) -> str:
     return str(_metadata_of(pod).get("name", "?"))
 
@@ -581,7 +584,7 @@ def latest_pod_failure(pods: Sequence[Mapping[str, Any]]) -> PodFailure | None:
         status = _status_of(pod)
         detail = ": ".join(str(s) for s in (status.get("reason"), status.get("message")) if s)
         message = f"pod {name} failed" + (f": {detail}" if detail else "")
-        return PodFailure(name, status.get("reason"), None, _cap(message), rank_of(pod))
+        return PodFailure(name, status.get("reason"), None, cap_message(message), rank_of(pod))
     exit_code = terminated.get("exitCode")
     reason = terminated.get("reason")
     head = f"container {CONTAINER_NAME} of pod {name}"
@@ -597,7 +600,7 @@ def latest_pod_failure(pods: Sequence[Mapping[str, Any]]) -> PodFailure | None:
         # The end of the output is where a traceback says what went wrong.
         room = MESSAGE_LIMIT - len(head) - 2
         message = f"{head}: {tail[-room:]}" if room > 0 else head
-    return PodFailure(name, reason, exit_code, _cap(message), rank_of(pod))
+    return PodFailure(name, reason, exit_code, cap_message(message), rank_of(pod))
 
 
 def _pending_problem(pod: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -676,9 +679,9 @@ def gang_restart(
         what = f"rank {failure.rank} failed: {what}"
     if attempt >= limit:
         message = f"{what}; no gang restarts left (backoffLimit {limit})"
-        return GangRestart(False, attempt, failure, _cap(message))
+        return GangRestart(False, attempt, failure, cap_message(message))
     message = f"{what}; restarting all {tj.spec.workers} workers (restart {attempt + 1} of {limit})"
-    return GangRestart(True, attempt + 1, failure, _cap(message))
+    return GangRestart(True, attempt + 1, failure, cap_message(message))
 
 
 def gang_restart_needed(
@@ -788,7 +791,7 @@ def observe_training(
         return TrainingObservation(
             "Failed",
             _failure_reason(job_reason, failure),
-            _cap(message),
+            cap_message(message),
             terminal=True,
             exit_code=exit_code,
             completion_time=_timestamp(failed.get("lastTransitionTime")) or now,
@@ -831,7 +834,7 @@ def observe_training(
                 return TrainingObservation(
                     "Failed",
                     reasons.STARTUP_DEADLINE_EXCEEDED,
-                    _cap(message),
+                    cap_message(message),
                     terminal=True,
                     completion_time=now,
                     **progress,
@@ -847,7 +850,7 @@ def observe_training(
     for pod in pending:
         problem = _pending_problem(pod)
         if problem is not None:
-            return TrainingObservation("Pending", problem[0], _cap(problem[1]), **progress)
+            return TrainingObservation("Pending", problem[0], cap_message(problem[1]), **progress)
     return TrainingObservation(
         "Pending", reasons.JOB_CREATED, "waiting for the training pods to start", **progress
     )
@@ -948,15 +951,6 @@ def mlflow_run_status(
 # --- Status -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StatusPlan:
-    """The status to write (camelCase; None clears a field) and the Events to emit."""
-
-    status: dict[str, Any]
-    events: list[EventIntent]
-    changed: bool
-
-
 # Cleared with an explicit null (JSON merge patch) when they no longer apply.
 _CLEARABLE: Final = ("completionTime", "failureReason", "failureMessage")
 
@@ -971,39 +965,6 @@ def _with_cleared_fields(status: dict[str, Any], recorded: Mapping[str, Any]) ->
         if key not in status and key in recorded:
             status[key] = None
     return status
-
-
-def _condition_event(
-    before: Sequence[Condition], after: Sequence[Condition], type_: str
-) -> EventIntent | None:
-    """An Event when the condition appeared or its status moved; a message change is not one."""
-    old, new = find_condition(before, type_), find_condition(after, type_)
-    if new is None or (old is not None and old.status == new.status):
-        return None
-    healthy = new.status == "True"
-    return EventIntent("Normal" if healthy else "Warning", new.reason, _cap(new.message))
-
-
-class _ConditionSet:
-    """The conditions being planned, all stamped with one generation and one clock."""
-
-    def __init__(
-        self, conditions: Sequence[Condition], generation: int | None, now: datetime.datetime
-    ) -> None:
-        self.conditions = list(conditions)
-        self._generation = generation
-        self._now = now
-
-    def put(self, type_: str, status: bool, reason: str, message: str) -> None:
-        self.conditions = set_condition(
-            self.conditions,
-            type_=type_,
-            status="True" if status else "False",
-            reason=reason,
-            message=message,
-            observed_generation=self._generation,
-            now=self._now,
-        )
 
 
 def status_patch(
@@ -1027,7 +988,7 @@ def status_patch(
     """
     before = previous or TrainingJobStatus()
     phase = observation.phase
-    conditions = _ConditionSet(before.conditions, tj.metadata.generation, now)
+    conditions = ConditionSet(before.conditions, tj.metadata.generation, now)
     if run is not None:
         conditions.put(
             reasons.TRACKING_READY,
@@ -1087,13 +1048,15 @@ def status_patch(
     events: list[EventIntent] = []
     if phase != before.phase:
         kind = "Warning" if failed else "Normal"
-        events.append(EventIntent(kind, observation.reason, _cap(observation.message)))
+        events.append(EventIntent(kind, observation.reason, cap_message(observation.message)))
     elif observation.reason == reasons.GANG_RESTARTING:
         was = find_condition(before.conditions, reasons.RUNNING)
         if was is None or was.reason != reasons.GANG_RESTARTING:
-            events.append(EventIntent("Warning", observation.reason, _cap(observation.message)))
+            events.append(
+                EventIntent("Warning", observation.reason, cap_message(observation.message))
+            )
     for type_ in (reasons.TRACKING_READY, reasons.MODEL_REGISTERED):
-        event = _condition_event(before.conditions, conditions.conditions, type_)
+        event = condition_event(before.conditions, conditions.conditions, type_)
         if event is not None:
             events.append(event)
     return StatusPlan(desired, events, status_changed(recorded, desired))
@@ -1126,7 +1089,7 @@ def blocked_status(
     """The training cannot proceed until MLflow is reachable (or configured): say so in a
     condition, keep the phase, and emit a Warning once per new reason."""
     before = previous or TrainingJobStatus()
-    conditions = _ConditionSet(before.conditions, tj.metadata.generation, now)
+    conditions = ConditionSet(before.conditions, tj.metadata.generation, now)
     conditions.put(reasons.TRACKING_READY, False, reason, message)
     status = before.model_copy(
         update={
@@ -1144,5 +1107,5 @@ def blocked_status(
     was = find_condition(before.conditions, reasons.TRACKING_READY)
     events = []
     if was is None or was.status != "False" or was.reason != reason:
-        events.append(EventIntent("Warning", reason, _cap(message)))
+        events.append(EventIntent("Warning", reason, cap_message(message)))
     return StatusPlan(desired, events, status_changed(recorded, desired))

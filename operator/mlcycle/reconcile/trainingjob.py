@@ -20,7 +20,7 @@ from mlcycle.adapters.tracking import DatasetInput, MlflowTracking
 from mlcycle.api.v1alpha1 import API_VERSION, TrainingJob
 from mlcycle.api.v1alpha1.trainingjob import TrainingJobStatus
 from mlcycle.plan import trainingjob as plan
-from mlcycle.plan.acceptance import EventIntent
+from mlcycle.plan.conditions import EventIntent, StatusPlan
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -252,7 +252,7 @@ async def _after_finish(
     return TrainingOutcome([], retry_after=(expires - now).total_seconds())
 
 
-async def _write(tj: TrainingJob, deps: TrainingDeps, planned: plan.StatusPlan) -> TrainingOutcome:
+async def _write(tj: TrainingJob, deps: TrainingDeps, planned: StatusPlan) -> TrainingOutcome:
     if planned.changed:
         written = await asyncio.to_thread(
             deps.cluster.patch_status,

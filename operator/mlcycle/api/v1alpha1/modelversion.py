@@ -121,6 +121,8 @@ class Lineage(ApiModel):
     training_job: str | None = None
     run_id: str | None = None
     experiment_id: str | None = None
+    logged_model_id: str | None = None
+    """The MLflow 3 LoggedModel the version was registered from, when there is one."""
     dataset: DatasetRef | None = None
 
 
@@ -150,6 +152,10 @@ class ModelVersionStatus(StatusBase):
     """Aliases this version holds in MLflow now."""
     alias_history: Annotated[list[AliasMove], Field(max_length=50)] = Field(default_factory=list)
     """The latest alias moves, oldest dropped first."""
+    retry_count: int | None = Field(None, ge=0)
+    """Consecutive attempts that found MLflow unavailable; the backoff grows with it."""
+    next_attempt_time: datetime.datetime | None = None
+    """No MLflow call before this time while backing off, whatever triggers a reconcile."""
 
 
 class ModelVersion(CustomResource):

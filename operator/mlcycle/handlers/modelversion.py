@@ -1,0 +1,78 @@
+"""kopf registrations for ModelVersion; bodies only delegate."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from mlcycle.api.v1alpha1 import GROUP, VERSION, ModelVersion
+from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.reconcile.modelversion import (
+    ModelVersionDeps,
+    ModelVersionOutcome,
+    finalize_modelversion,
+    reconcile_modelversion,
+)
+
+# MLflow has no watch: a resync is how a TrainingJob finishing, a run ending, or an alias
+# or tag changed in MLflow directly (drift) are noticed.
+RESYNC_SECONDS = 10.0
+
+
+def _deps(memo: Any) -> ModelVersionDeps:
+    model_versions: ModelVersionDeps = memo.context.model_versions
+    return model_versions
+
+
+async def _reconcile_body(body: Mapping[str, Any], deps: ModelVersionDeps) -> ModelVersionOutcome:
+    mv = ModelVersion.from_body(body)
+    outcome = await reconcile_modelversion(mv, deps, datetime.datetime.now(datetime.UTC))
+    for event in outcome.events:
+        kopf.event(
+            cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message
+        )
+    return outcome
+
+
+def register_modelversion(registry: kopf.OperatorRegistry) -> None:
+    plural = ModelVersion.plural()
+
+    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        try:
+            with memo.context.metrics.reconciling("ModelVersion"):
+                outcome = await _reconcile_body(body, _deps(memo))
+        except ValidationError:
+            record_acceptance(ModelVersion, body, patch)  # InvalidSpec, as for every kind
+            return
+        if outcome.retry_after is not None:
+            raise kopf.TemporaryError("waiting on MLflow", delay=outcome.retry_after)
+
+    for cause, register in (
+        ("create", kopf.on.create),
+        ("update", kopf.on.update),
+        ("resume", kopf.on.resume),
+    ):
+        register(GROUP, VERSION, plural, registry=registry, id=f"mv-{cause}")(on_change)
+
+    @kopf.timer(GROUP, VERSION, plural, registry=registry, interval=RESYNC_SECONDS, id="mv-resync")
+    async def resync(body: kopf.Body, memo: Any, **_: Any) -> None:
+        try:
+            await _reconcile_body(body, _deps(memo))
+        except ValidationError:
+            return
+
+    # Not optional: kopf puts its finalizer on every ModelVersion, so the deletion policy
+    # runs before the object goes.
+    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="mv-delete")
+    async def on_delete(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
+        try:
+            mv = ModelVersion.from_body(body)
+        except ValidationError:
+            return
+        delay = await finalize_modelversion(mv, _deps(memo), retry)
+        if delay is not None:
+            raise kopf.TemporaryError("MLflow unavailable; deletion policy pending", delay=delay)

@@ -1,0 +1,536 @@
+"""ModelVersion against the real MLflow registry (and S3 store) and the real apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from sklearn.linear_model import LogisticRegression
+
+from mlcycle.adapters.cluster import ClusterClient
+from mlcycle.adapters.kube import new_api_client
+from mlcycle.adapters.metrics import OperatorMetrics
+from mlcycle.adapters.registry import MlflowRegistry, VersionRecord
+from mlcycle.api.v1alpha1 import ModelVersion
+from mlcycle.dev.cluster import LocalStack
+from mlcycle.reconcile.modelversion import ModelVersionDeps, reconcile_modelversion
+from tests.harness import REPO_ROOT, Kubectl, RunningOperator, eventually, operator_in_thread
+
+pytestmark = pytest.mark.integration
+
+UID_TAG = "mlcycle.dev/uid"
+
+
+@pytest.fixture
+def operator(namespace: str) -> Iterator[RunningOperator]:
+    with operator_in_thread([namespace]) as running:
+        yield running
+
+
+@pytest.fixture
+def mlflow_client(stack: LocalStack) -> MlflowClient:
+    return MlflowClient(
+        tracking_uri=stack.env()["MLFLOW_TRACKING_URI"],
+        registry_uri=stack.env()["MLFLOW_TRACKING_URI"],
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _logged_run(stack: LocalStack, experiment: str) -> tuple[str, str]:
+    """A finished run that logged a small scikit-learn model as `model`: (run id, model id)."""
+    mlflow.set_tracking_uri(stack.env()["MLFLOW_TRACKING_URI"])
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    features = np.array([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.2]])
+    labels = np.array([0, 1, 0, 1])
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        model = LogisticRegression().fit(features, labels)
+        info = mlflow.sklearn.log_model(model, name="model", input_example=features[:2])
+    return run.info.run_id, str(info.model_id)
+
+
+def _apply(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
+    manifest = {
+        "apiVersion": "mlcycle.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
+
+
+def _get(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    result = kubectl("get", "modelversion", name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return {}
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def _status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = _get(kubectl, namespace, name).get("status") or {}
+    return status
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def _phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 90) -> Any:
+    def reached() -> dict[str, Any] | None:
+        status = _status(kubectl, namespace, name)
+        return status if status.get("phase") == phase else None
+
+    return eventually(f"ModelVersion {name} {phase}", reached, timeout=timeout)
+
+
+def _condition_reason(
+    kubectl: Kubectl, namespace: str, name: str, type_: str, reason: str, timeout: float = 60
+) -> Any:
+    def reached() -> dict[str, Any] | None:
+        status = _status(kubectl, namespace, name)
+        return status if _condition(status, type_).get("reason") == reason else None
+
+    return eventually(f"{name} condition {type_} reason {reason}", reached, timeout=timeout)
+
+
+def _uid(kubectl: Kubectl, namespace: str, name: str) -> str:
+    return str(_get(kubectl, namespace, name)["metadata"]["uid"])
+
+
+def _versions_of(client: MlflowClient, model: str, uid: str) -> list[Any]:
+    return list(client.search_model_versions(f"name = '{model}' and tags.`{UID_TAG}` = '{uid}'"))
+
+
+def _event_reasons(kubectl: Kubectl, namespace: str, name: str) -> Counter[str]:
+    listing = kubectl(
+        "get", "events", "-n", namespace, "--field-selector",
+        f"involvedObject.kind=ModelVersion,involvedObject.name={name}", "-o", "json",
+    )  # fmt: skip
+    reasons: Counter[str] = Counter()
+    for event in json.loads(listing.stdout)["items"]:
+        reasons[event["reason"]] += event.get("count") or 1
+    return reasons
+
+
+def _scrape(operator: RunningOperator) -> str:
+    with urllib.request.urlopen(f"{operator.url}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_registers_from_a_run_with_tags_aliases_signature_and_lineage(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-clf"
+    _apply(
+        kubectl, namespace, "clf-v1",
+        modelName=model,
+        source={"run": {"runId": run_id, "artifactPath": "model"}},
+        description="first classifier",
+        tags={"team": "fraud"},
+        aliases=["challenger"],
+        registeredModel={"description": "fraud classifier", "tags": {"owner": "team-a"}},
+    )  # fmt: skip
+    status = _phase(kubectl, namespace, "clf-v1", "Ready")
+    assert status["version"] == "1"
+    assert status["modelUri"] == f"models:/{model}/1"
+    # MLflow 3 logs the model as a LoggedModel: registered by its id, not a run path.
+    assert status["source"] == f"models:/{model_id}"
+    assert status["lineage"]["runId"] == run_id
+    assert status["lineage"]["loggedModelId"] == model_id
+    assert status["lineage"]["experimentId"]
+    assert "float64" in status["signature"]["inputs"]
+    assert status["aliases"] == ["challenger"]
+    assert [move["alias"] for move in status["aliasHistory"]] == ["challenger"]
+    for type_ in ("SourceReady", "Registered", "AliasesSynced", "Ready"):
+        assert _condition(status, type_)["status"] == "True", status["conditions"]
+
+    uid = _uid(kubectl, namespace, "clf-v1")
+    [version] = _versions_of(mlflow_client, model, uid)
+    assert version.version == "1"
+    assert version.run_id == run_id
+    assert version.description == "first classifier"
+    assert version.tags["team"] == "fraud"
+    assert version.tags["mlcycle.dev/name"] == "clf-v1"
+    assert version.tags["mlcycle.dev/alias.challenger"].startswith("Set at ")
+    registered = mlflow_client.get_registered_model(model)
+    assert registered.aliases == {"challenger": "1"}
+    assert registered.description == "fraud classifier"
+    assert registered.tags["owner"] == "team-a"
+
+    printed = kubectl("get", "modelversion", "clf-v1", "-n", namespace).stdout
+    for column in ("MODEL", "VERSION", "ALIASES", "PHASE", "AGE"):
+        assert column in printed
+    assert model in printed
+    assert "challenger" in printed
+    reasons = _event_reasons(kubectl, namespace, "clf-v1")
+    for reason in ("VersionCreated", "AliasMoved", "VersionReady"):
+        assert reasons[reason] == 1, reasons
+    exposition = _scrape(operator)
+    assert 'mlcycle_modelversion_registrations_total{result="created"} 1.0' in exposition
+    assert "mlcycle_modelversion_registration_latency_seconds_count 1.0" in exposition
+
+
+def _s3_location(client: MlflowClient, model_id: str) -> str:
+    """Where the LoggedModel's files sit in the S3 store behind MLflow's artifact proxy."""
+    location = str(client.get_logged_model(model_id).artifact_location)
+    return location.replace("mlflow-artifacts:/", "s3://mlflow/artifacts/", 1)
+
+
+def test_registers_from_a_uri(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    _run_id, model_id = _logged_run(stack, namespace)
+    uri = _s3_location(mlflow_client, model_id)
+    model = f"{namespace}-uri"
+    _apply(kubectl, namespace, "from-uri", modelName=model, source={"uri": uri})
+    status = _phase(kubectl, namespace, "from-uri", "Ready")
+    assert status["source"] == uri
+    assert status["version"] == "1"
+    assert "float64" in status["signature"]["inputs"]
+    [version] = _versions_of(mlflow_client, model, _uid(kubectl, namespace, "from-uri"))
+    assert version.source == uri
+    assert not version.run_id
+
+
+def test_adopts_an_existing_version_without_registering_another(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-adopted"
+    mlflow_client.create_registered_model(model)
+    mlflow_client.create_model_version(
+        model, f"models:/{model_id}", run_id=run_id, model_id=model_id, await_creation_for=30
+    )
+    _apply(
+        kubectl, namespace, "adopted",
+        modelName=model, source={"version": 1}, aliases=["champion"], tags={"stage": "prod"},
+    )  # fmt: skip
+    status = _phase(kubectl, namespace, "adopted", "Ready")
+    assert status["version"] == "1"
+    assert status["lineage"]["runId"] == run_id
+    versions = mlflow_client.search_model_versions(f"name = '{model}'")
+    assert [v.version for v in versions] == ["1"]
+    assert versions[0].tags[UID_TAG] == _uid(kubectl, namespace, "adopted")
+    assert versions[0].tags["stage"] == "prod"
+    assert mlflow_client.get_registered_model(model).aliases == {"champion": "1"}
+    assert _event_reasons(kubectl, namespace, "adopted")["VersionAdopted"] == 1
+    assert 'mlcycle_modelversion_registrations_total{result="adopted"} 1.0' in _scrape(operator)
+
+
+def test_approval_gate_holds_aliases_until_approved(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, _model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-gated"
+    _apply(
+        kubectl, namespace, "gated",
+        modelName=model,
+        source={"run": {"runId": run_id}},
+        aliases=["champion"],
+        approval={"required": True},
+    )  # fmt: skip
+    status = _phase(kubectl, namespace, "gated", "Ready")
+    assert _condition(status, "Approved")["reason"] == "AwaitingApproval"
+    assert _condition(status, "AliasesSynced")["reason"] == "AwaitingApproval"
+    assert status["approval"]["approved"] is False
+    assert status.get("aliases", []) == []
+    assert mlflow_client.get_registered_model(model).aliases == {}
+
+    kubectl(
+        "patch", "modelversion", "gated", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"approval": {"required": True, "approvedBy": "alice"}}}),
+    )  # fmt: skip
+    status = _condition_reason(kubectl, namespace, "gated", "AliasesSynced", "AliasesSet")
+    assert status["approval"]["approvedBy"] == "alice"
+    assert status["approval"]["approvedAt"]
+    assert _condition(status, "Approved")["status"] == "True"
+    assert mlflow_client.get_registered_model(model).aliases == {"champion": status["version"]}
+
+
+def test_deletion_policies_retain_archive_and_delete(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, _model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-policies"
+    policies = {"kept": ("Retain", "kept"), "archived": ("Archive", "old"), "gone": ("Delete", "x")}
+    for name, (policy, alias) in policies.items():
+        _apply(
+            kubectl, namespace, name,
+            modelName=model, source={"run": {"runId": run_id}},
+            aliases=[alias], deletionPolicy=policy,
+        )  # fmt: skip
+    versions = {name: _phase(kubectl, namespace, name, "Ready")["version"] for name in policies}
+    # kopf's finalizer holds every object until its policy ran.
+    for name in policies:
+        assert "mlcycle.dev/finalizer" in _get(kubectl, namespace, name)["metadata"]["finalizers"]
+        kubectl("delete", "modelversion", name, "-n", namespace, "--wait=true", "--timeout=60s")
+
+    kept = mlflow_client.get_model_version(model, versions["kept"])
+    assert "mlcycle.dev/archived" not in kept.tags
+    archived = mlflow_client.get_model_version(model, versions["archived"])
+    assert archived.tags["mlcycle.dev/archived"] == "true"
+    remaining = [v.version for v in mlflow_client.search_model_versions(f"name = '{model}'")]
+    assert versions["gone"] not in remaining
+    registered = mlflow_client.get_registered_model(model)
+    # Retain keeps the alias; Archive drops it; Delete takes it with the version.
+    assert registered.aliases == {"kept": versions["kept"]}
+    # No object owns an alias any more: the claims went with their objects.
+    assert not [key for key in registered.tags if key.startswith("mlcycle.dev/alias-owner.")]
+
+
+def test_mlflow_outage_during_registration_retries_with_backoff_and_registers_once(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    _run_id, model_id = _logged_run(stack, namespace)
+    uri = _s3_location(mlflow_client, model_id)
+    model = f"{namespace}-outage"
+    stack.stop_mlflow()
+    try:
+        _apply(kubectl, namespace, "outage", modelName=model, source={"uri": uri})
+        _condition_reason(kubectl, namespace, "outage", "Registered", "MLflowUnavailable")
+
+        def retried_twice() -> dict[str, Any] | None:
+            status = _status(kubectl, namespace, "outage")
+            return status if (status.get("retryCount") or 0) >= 2 else None
+
+        status = eventually("a second attempt with backoff", retried_twice, timeout=60)
+        assert status["nextAttemptTime"]
+        assert status["phase"] == "Pending"
+    finally:
+        stack.start_mlflow()
+    status = _phase(kubectl, namespace, "outage", "Ready", timeout=150)
+    assert "retryCount" not in status
+    assert len(_versions_of(mlflow_client, model, _uid(kubectl, namespace, "outage"))) == 1
+    assert len(mlflow_client.search_model_versions(f"name = '{model}'")) == 1
+    # Announced once, however many attempts failed.
+    assert _event_reasons(kubectl, namespace, "outage")["MLflowUnavailable"] == 1
+
+
+class OperatorKilledError(Exception):
+    """Stands for the process dying: nothing after the create call runs."""
+
+
+class KilledAfterCreate(MlflowRegistry):
+    def create_version(self, *args: Any, **kwargs: Any) -> VersionRecord:
+        super().create_version(*args, **kwargs)
+        raise OperatorKilledError
+
+
+def test_operator_killed_right_after_the_create_call_registers_once(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, mlflow_client: MlflowClient
+) -> None:
+    run_id, _model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-crash"
+    _apply(kubectl, namespace, "crash", modelName=model, source={"run": {"runId": run_id}})
+    tracking_uri = stack.env()["MLFLOW_TRACKING_URI"]
+    deps = ModelVersionDeps(
+        cluster=ClusterClient(new_api_client()),
+        registry_for=KilledAfterCreate,
+        default_tracking_uri=tracking_uri,
+        metrics=OperatorMetrics().registration,
+    )
+    crashed = ModelVersion.from_body(_get(kubectl, namespace, "crash"))
+    with pytest.raises(OperatorKilledError):
+        asyncio.run(reconcile_modelversion(crashed, deps, datetime.datetime.now(datetime.UTC)))
+    uid = _uid(kubectl, namespace, "crash")
+    [created] = _versions_of(mlflow_client, model, uid)
+    assert "version" not in _status(kubectl, namespace, "crash")  # the status never said so
+
+    with operator_in_thread([namespace]):
+        status = _phase(kubectl, namespace, "crash", "Ready")
+    assert status["version"] == created.version
+    assert [v.version for v in _versions_of(mlflow_client, model, uid)] == [created.version]
+    assert len(mlflow_client.search_model_versions(f"name = '{model}'")) == 1
+
+
+def test_bad_references_give_a_clear_condition(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    model = f"{namespace}-bad"
+    _apply(
+        kubectl, namespace, "no-job", modelName=model, source={"trainingJobRef": {"name": "nope"}}
+    )
+    _apply(kubectl, namespace, "no-run", modelName=model, source={"run": {"runId": "0123abcd"}})
+    _apply(kubectl, namespace, "no-version", modelName=model, source={"version": 7})
+    status = _condition_reason(kubectl, namespace, "no-job", "SourceReady", "TrainingJobNotFound")
+    assert status["phase"] == "Pending"
+    assert "nope" in _condition(status, "SourceReady")["message"]
+    status = _condition_reason(kubectl, namespace, "no-run", "SourceReady", "RunNotFound")
+    assert status["phase"] == "Failed"
+    assert "0123abcd" in _condition(status, "SourceReady")["message"]
+    status = _condition_reason(kubectl, namespace, "no-version", "SourceReady", "VersionNotFound")
+    assert status["phase"] == "Failed"
+    assert not mlflow_client.search_model_versions(f"name = '{model}'")
+
+
+def _alias_target(client: MlflowClient, model: str, alias: str) -> str | None:
+    aliases: dict[str, str] = client.get_registered_model(model).aliases
+    return aliases.get(alias)
+
+
+def test_two_objects_claiming_one_alias_conflict_without_flip_flop(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, _model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-owned"
+    source = {"run": {"runId": run_id}}
+    _apply(kubectl, namespace, "first", modelName=model, source=source, aliases=["prod"])
+    first = _phase(kubectl, namespace, "first", "Ready")["version"]
+    _apply(kubectl, namespace, "second", modelName=model, source=source, aliases=["prod"])
+    status = _condition_reason(kubectl, namespace, "second", "AliasesSynced", "AliasConflict")
+    assert f"{namespace}/first" in _condition(status, "AliasesSynced")["message"]
+    second = status["version"]
+    # Two resyncs later the alias has not moved and the conflict was announced once.
+    time.sleep(25)
+    assert _alias_target(mlflow_client, model, "prod") == first
+    assert _event_reasons(kubectl, namespace, "second")["AliasConflict"] == 1
+    assert _event_reasons(kubectl, namespace, "first")["DriftCorrected"] == 0
+
+    # The owner lets go: the other object takes the alias on its next pass.
+    kubectl(
+        "patch", "modelversion", "first", "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"aliases":[]}}',
+    )  # fmt: skip
+    _condition_reason(kubectl, namespace, "second", "AliasesSynced", "AliasesSet", timeout=60)
+    assert _alias_target(mlflow_client, model, "prod") == second
+    history = _status(kubectl, namespace, "first")["aliasHistory"]
+    assert [(move["alias"], move["action"]) for move in history] == [
+        ("prod", "Set"),
+        ("prod", "Removed"),
+    ]
+
+
+def test_drift_in_mlflow_is_corrected_and_reported(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-drift"
+    _apply(
+        kubectl, namespace, "steady",
+        modelName=model, source={"run": {"runId": run_id}}, aliases=["prod"], tags={"team": "a"},
+    )  # fmt: skip
+    version = _phase(kubectl, namespace, "steady", "Ready")["version"]
+    other = mlflow_client.create_model_version(
+        model, f"models:/{model_id}", run_id=run_id, model_id=model_id, await_creation_for=30
+    )
+    mlflow_client.set_registered_model_alias(model, "prod", other.version)
+    mlflow_client.set_model_version_tag(model, version, "team", "b")
+
+    def corrected() -> bool:
+        tags = mlflow_client.get_model_version(model, version).tags
+        return _alias_target(mlflow_client, model, "prod") == version and tags["team"] == "a"
+
+    eventually("the alias and tag set back", corrected, timeout=60)
+    assert _event_reasons(kubectl, namespace, "steady")["DriftCorrected"] >= 1
+    history = _status(kubectl, namespace, "steady")["aliasHistory"]
+    assert history[-1]["previousVersion"] == other.version
+    assert "set back" in history[-1]["reason"]
+
+
+def test_registers_from_a_trainingjob_once_it_succeeds(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    training = yaml.safe_load((REPO_ROOT / "examples" / "iris" / "trainingjob.yaml").read_text())
+    del training["spec"]["register"]  # this ModelVersion registers it instead
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(training))
+    model = f"{namespace}-iris"
+    _apply(
+        kubectl, namespace, "iris-v1",
+        modelName=model, source={"trainingJobRef": {"name": "iris"}}, aliases=["challenger"],
+    )  # fmt: skip
+    _condition_reason(kubectl, namespace, "iris-v1", "SourceReady", "WaitingForTrainingJob")
+    status = _phase(kubectl, namespace, "iris-v1", "Ready", timeout=240)
+    job = json.loads(kubectl("get", "trainingjob", "iris", "-n", namespace, "-o", "json").stdout)
+    run_id = job["status"]["mlflowRunId"]
+    assert status["lineage"]["trainingJob"] == "iris"
+    assert status["lineage"]["runId"] == run_id
+    assert status["lineage"]["dataset"]["uri"] == "sklearn://datasets/iris"
+    assert status["source"].startswith("models:/m-")
+    assert status["signature"]["inputs"]
+    assert _alias_target(mlflow_client, model, "challenger") == status["version"]
+    [version] = _versions_of(mlflow_client, model, _uid(kubectl, namespace, "iris-v1"))
+    assert version.run_id == run_id
+
+
+def test_a_duplicate_version_for_one_object_is_removed_and_the_oldest_kept(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-twice"
+    _apply(kubectl, namespace, "twice", modelName=model, source={"run": {"runId": run_id}})
+    version = _phase(kubectl, namespace, "twice", "Ready")["version"]
+    uid = _uid(kubectl, namespace, "twice")
+    # What a second creator racing the first (a replica during a leader hand-over) leaves.
+    mlflow_client.create_model_version(
+        model, f"models:/{model_id}", run_id=run_id, model_id=model_id, tags={UID_TAG: uid}
+    )
+    eventually(
+        "the duplicate deleted",
+        lambda: [v.version for v in _versions_of(mlflow_client, model, uid)] == [version],
+        timeout=60,
+    )
+    assert _status(kubectl, namespace, "twice")["version"] == version
+    assert _event_reasons(kubectl, namespace, "twice")["DuplicateVersionRemoved"] == 1

@@ -1,0 +1,547 @@
+"""ModelVersion planning: sources, the version kept, tags, approval, alias ownership and
+history, backoff and status, on real models and an injected clock."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from mlcycle.api.v1alpha1 import ModelVersion, TrainingJob
+from mlcycle.api.v1alpha1.modelversion import ModelVersionStatus
+from mlcycle.plan import reasons
+from mlcycle.plan.conditions import find_condition
+from mlcycle.plan.modelversion import (
+    BACKOFF_CAP_SECONDS,
+    Claimant,
+    Progress,
+    ResolvedSource,
+    RunRef,
+    SourceBlocked,
+    approval_status,
+    backing_off,
+    backoff_seconds,
+    claim_is_live,
+    claim_key,
+    claim_value,
+    desired_version_tags,
+    foreign_claims,
+    keep_oldest,
+    plan_aliases,
+    registration_state,
+    release_all,
+    resolve_run,
+    run_ref,
+    status_plan,
+    tag_updates,
+    unavailable_progress,
+    wanted_aliases,
+)
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+# --- Builders -------------------------------------------------------------------------------
+
+
+def _model_version(
+    name: str = "clf-v1",
+    uid: str = "uid-1",
+    status: dict[str, Any] | None = None,
+    deleting: bool = False,
+    **spec: Any,
+) -> ModelVersion:
+    metadata: dict[str, Any] = {"name": name, "namespace": "team-a", "uid": uid, "generation": 2}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-01-01T12:00:00Z"
+    body: dict[str, Any] = {
+        "apiVersion": "mlcycle.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": metadata,
+        "spec": {"modelName": "clf", "source": {"run": {"runId": RUN_ID}}, **spec},
+    }
+    if status is not None:
+        body["status"] = status
+    return ModelVersion.from_body(body)
+
+
+def _training(phase: str | None, *, run_id: str | None = RUN_ID, **spec: Any) -> TrainingJob:
+    status: dict[str, Any] = {}
+    if phase is not None:
+        status = {"phase": phase, "failureReason": "OOMKilled" if phase == "Failed" else None}
+        if run_id:
+            status["mlflowRunId"] = run_id
+    return TrainingJob.from_body(
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "iris", "namespace": "team-a", "uid": "tj-uid"},
+            "spec": {"image": "example/train:1", **spec},
+            "status": {k: v for k, v in status.items() if v is not None},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str = RUN_ID
+    status: str = "FINISHED"
+    experiment_id: str = "4"
+    dataset_uri: str | None = None
+    dataset_digest: str | None = None
+    dataset_version: str | None = None
+    training_job: str | None = None
+
+
+@dataclass(frozen=True)
+class Version:
+    version: str
+    creation_ms: int
+    status: str = "READY"
+    status_message: str = ""
+    source: str = "models:/m-1"
+    run_id: str | None = RUN_ID
+    model_id: str | None = "m-1"
+    description: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+# --- Sources --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("training", "expected"),
+    [
+        (None, SourceBlocked(reasons.TRAINING_JOB_NOT_FOUND, "", failed=False)),
+        (_training("Running"), SourceBlocked(reasons.WAITING_FOR_TRAINING_JOB, "", failed=False)),
+        (_training(None), SourceBlocked(reasons.WAITING_FOR_TRAINING_JOB, "", failed=False)),
+        (
+            _training("Succeeded", run_id=None),
+            SourceBlocked(reasons.WAITING_FOR_TRAINING_JOB, "", failed=False),
+        ),
+        (_training("Failed"), SourceBlocked(reasons.TRAINING_JOB_FAILED, "", failed=True)),
+        (_training("Succeeded"), RunRef(RUN_ID, "model", "iris", None)),
+        (
+            _training("Succeeded", register={"modelName": "iris", "artifactPath": "clf"}),
+            RunRef(RUN_ID, "clf", "iris", None),
+        ),
+    ],
+)
+def test_training_job_source_waits_for_success_and_takes_its_run(
+    training: TrainingJob | None, expected: RunRef | SourceBlocked
+) -> None:
+    mv = _model_version(source={"trainingJobRef": {"name": "iris"}})
+    ref = run_ref(mv, training)
+    if isinstance(expected, SourceBlocked):
+        assert isinstance(ref, SourceBlocked)
+        assert (ref.reason, ref.failed) == (expected.reason, expected.failed)
+        assert "iris" in ref.message
+    else:
+        assert ref == expected
+
+
+def test_training_job_dataset_is_the_lineage_dataset() -> None:
+    training = _training("Succeeded", dataset={"uri": "s3://data/iris.csv", "version": "3"})
+    ref = run_ref(_model_version(source={"trainingJobRef": {"name": "iris"}}), training)
+    assert isinstance(ref, RunRef)
+    assert ref.dataset is not None
+    assert ref.dataset.uri == "s3://data/iris.csv"
+
+
+def test_uri_and_version_sources_have_no_run() -> None:
+    assert run_ref(_model_version(source={"uri": "s3://b/model"}), None) is None
+    assert run_ref(_model_version(source={"version": 3}), None) is None
+
+
+@pytest.mark.parametrize(
+    ("run", "logged_model", "reason", "uri"),
+    [
+        (None, None, reasons.RUN_NOT_FOUND, None),
+        (Run(status="RUNNING"), None, reasons.WAITING_FOR_RUN, None),
+        (Run(status="SCHEDULED"), None, reasons.WAITING_FOR_RUN, None),
+        (Run(status="FAILED"), None, reasons.RUN_FAILED, None),
+        (Run(status="KILLED"), None, reasons.RUN_FAILED, None),
+        # MLflow 3: the LoggedModel named like the artifact path, registered by id.
+        (Run(), "m-42", None, "models:/m-42"),
+        # A classic run that logged its model as plain run artifacts.
+        (Run(), None, None, f"runs:/{RUN_ID}/model"),
+    ],
+)
+def test_run_source_waits_for_finished_and_prefers_the_logged_model(
+    run: Run | None, logged_model: str | None, reason: str | None, uri: str | None
+) -> None:
+    resolved = resolve_run(RunRef(RUN_ID, "model"), run, logged_model)
+    if reason is not None:
+        assert isinstance(resolved, SourceBlocked)
+        assert resolved.reason == reason
+        assert resolved.failed == (reason in (reasons.RUN_NOT_FOUND, reasons.RUN_FAILED))
+        return
+    assert isinstance(resolved, ResolvedSource)
+    assert resolved.uri == uri
+    assert resolved.model_id == logged_model
+    assert resolved.lineage.run_id == RUN_ID
+    assert resolved.lineage.experiment_id == "4"
+
+
+def test_run_dataset_input_is_the_lineage_dataset_when_the_spec_has_none() -> None:
+    run = Run(dataset_uri="sklearn://datasets/iris", dataset_digest="abc", dataset_version="1")
+    resolved = resolve_run(RunRef(RUN_ID, "model"), run, None)
+    assert isinstance(resolved, ResolvedSource)
+    assert resolved.lineage.dataset is not None
+    assert resolved.lineage.dataset.uri == "sklearn://datasets/iris"
+    assert resolved.lineage.dataset.version == "1"
+
+
+# --- The version ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("versions", "kept", "extras"),
+    [
+        ([], None, []),
+        ([Version("3", 100)], "3", []),
+        ([Version("4", 200), Version("3", 100)], "3", ["4"]),
+        # Same millisecond: the lower number wins, whichever order the search returned.
+        ([Version("10", 100), Version("9", 100)], "9", ["10"]),
+    ],
+)
+def test_the_oldest_version_is_kept_and_the_rest_are_extras(
+    versions: list[Version], kept: str | None, extras: list[str]
+) -> None:
+    keep, rest = keep_oldest(versions)
+    assert (keep.version if keep else None) == kept
+    assert [extra.version for extra in rest] == extras
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("READY", "Ready"),
+        ("PENDING_REGISTRATION", "Registering"),
+        ("FAILED_REGISTRATION", "Failed"),
+    ],
+)
+def test_registration_state(status: str, state: str) -> None:
+    assert registration_state(Version("1", 1, status=status)) == state
+
+
+def test_declared_tags_are_set_and_changed_ones_set_back() -> None:
+    mv = _model_version(tags={"team": "a", "stage": "prod"})
+    desired = desired_version_tags(mv)
+    assert desired["mlcycle.dev/namespace"] == "team-a"
+    assert desired["mlcycle.dev/name"] == "clf-v1"
+    actual = {**desired, "team": "b", "extra": "kept"}
+    assert tag_updates(desired, actual) == {"team": "a"}
+
+
+# --- Approval and aliases -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("approval", "aliases"),
+    [
+        (None, ["champion"]),
+        ({"required": False}, ["champion"]),
+        ({"required": True}, []),
+        ({"required": True, "approvedBy": "alice"}, ["champion"]),
+    ],
+)
+def test_aliases_wait_for_approval(approval: dict[str, Any] | None, aliases: list[str]) -> None:
+    assert wanted_aliases(_model_version(aliases=["champion"], approval=approval)) == aliases
+
+
+def _plan(mv: ModelVersion, *, version: str = "2", **observed: Any) -> Any:
+    return plan_aliases(
+        mv,
+        version=version,
+        model_aliases=observed.get("model_aliases", {}),
+        model_tags=observed.get("model_tags", {}),
+        live_claims=observed.get("live_claims", {}),
+        previously_held=observed.get("previously_held", []),
+        now=T0,
+    )
+
+
+def test_a_free_alias_is_claimed_set_and_recorded() -> None:
+    mv = _model_version(aliases=["champion"])
+    plan = _plan(mv, model_aliases={"champion": "1"})
+    assert plan.claims == {claim_key("champion"): claim_value(mv)}
+    assert plan.set_aliases == ["champion"]
+    assert plan.held == ["champion"]
+    [move] = plan.moves
+    assert (move.action, move.previous_version, move.reason) == ("Set", "1", "declared")
+    assert plan.version_tags == {
+        "mlcycle.dev/alias.champion": "Set at 2026-01-01T12:00:00Z, previous version 1"
+    }
+    assert [event.reason for event in plan.events] == [reasons.ALIAS_MOVED]
+
+
+def test_an_alias_in_place_and_claimed_needs_nothing() -> None:
+    mv = _model_version(aliases=["champion"])
+    plan = _plan(
+        mv,
+        model_aliases={"champion": "2"},
+        model_tags={claim_key("champion"): claim_value(mv)},
+        previously_held=["champion"],
+    )
+    assert (plan.claims, plan.set_aliases, plan.moves, plan.events) == ({}, [], [], [])
+    assert plan.held == ["champion"]
+
+
+def test_a_live_claim_of_another_object_is_a_conflict_not_a_move() -> None:
+    mv = _model_version(aliases=["champion"])
+    other = "team-a/older/uid-0"
+    plan = _plan(
+        mv,
+        model_aliases={"champion": "1"},
+        model_tags={claim_key("champion"): other},
+        live_claims={"champion": True},
+    )
+    assert plan.conflicts == {"champion": Claimant("team-a", "older", "uid-0")}
+    assert (plan.claims, plan.set_aliases, plan.held) == ({}, [], [])
+
+
+def test_a_stale_claim_is_taken_over() -> None:
+    mv = _model_version(aliases=["champion"])
+    plan = _plan(
+        mv,
+        model_aliases={"champion": "1"},
+        model_tags={claim_key("champion"): "team-a/gone/uid-0"},
+        live_claims={"champion": False},
+    )
+    assert plan.claims == {claim_key("champion"): claim_value(mv)}
+    assert plan.set_aliases == ["champion"]
+
+
+def test_an_owned_alias_moved_in_mlflow_is_set_back_as_drift() -> None:
+    mv = _model_version(aliases=["champion"])
+    plan = _plan(
+        mv,
+        model_aliases={"champion": "5"},
+        model_tags={claim_key("champion"): claim_value(mv)},
+        previously_held=["champion"],
+    )
+    assert plan.set_aliases == ["champion"]
+    assert [event.reason for event in plan.events] == [reasons.DRIFT_CORRECTED]
+    assert "set back" in str(plan.moves[0].reason)
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ({"aliases": []}, "no longer declared"),
+        ({"aliases": ["champion"], "approval": {"required": True}}, "approval withdrawn"),
+    ],
+)
+def test_an_alias_no_longer_wanted_is_removed_and_its_claim_released(
+    spec: dict[str, Any], why: str
+) -> None:
+    mv = _model_version(**spec)
+    plan = _plan(
+        mv,
+        model_aliases={"champion": "2"},
+        model_tags={claim_key("champion"): claim_value(mv), "owner": "x"},
+        previously_held=["champion"],
+    )
+    assert plan.remove_aliases == ["champion"]
+    assert plan.releases == [claim_key("champion")]
+    assert plan.moves[0].action == "Removed"
+    assert plan.moves[0].reason == why
+
+
+def test_a_released_alias_already_moved_elsewhere_is_left_alone() -> None:
+    mv = _model_version(aliases=[])
+    plan = _plan(
+        mv, model_aliases={"champion": "7"}, model_tags={claim_key("champion"): claim_value(mv)}
+    )
+    assert plan.remove_aliases == []
+    assert plan.releases == [claim_key("champion")]
+
+
+@pytest.mark.parametrize(
+    ("current", "live"),
+    [
+        (None, False),
+        (_model_version("older", uid="uid-other", aliases=["champion"]), False),  # recreated
+        (_model_version("older", uid="uid-0", aliases=["champion"], deleting=True), False),
+        (_model_version("older", uid="uid-0", aliases=[]), False),
+        (
+            _model_version("older", uid="uid-0", aliases=["champion"], approval={"required": True}),
+            False,
+        ),
+        (_model_version("older", uid="uid-0", aliases=["champion"]), True),
+    ],
+)
+def test_a_claim_stands_while_its_object_exists_and_wants_the_alias(
+    current: ModelVersion | None, live: bool
+) -> None:
+    assert claim_is_live("champion", Claimant("team-a", "older", "uid-0"), current) is live
+
+
+def test_foreign_claims_and_release_all_look_only_at_claim_tags() -> None:
+    mv = _model_version(aliases=["a", "b"])
+    tags = {
+        claim_key("a"): "team-a/other/uid-9",
+        claim_key("b"): claim_value(mv),
+        claim_key("c"): claim_value(mv),
+        "owner": "team-a/x/uid-1",
+    }
+    assert foreign_claims(mv, tags) == {"a": Claimant("team-a", "other", "uid-9")}
+    assert sorted(release_all(mv, tags)) == [claim_key("b"), claim_key("c")]
+
+
+# --- Backoff --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retries", "jitter", "delay"),
+    [
+        (1, 0.0, 1.0),
+        (1, 0.999, 1.999),
+        (2, 0.0, 2.0),
+        (3, 0.5, 6.0),
+        (20, 0.0, BACKOFF_CAP_SECONDS / 2),
+        (20, 1.0, BACKOFF_CAP_SECONDS),
+    ],
+)
+def test_backoff_doubles_with_jitter_up_to_a_cap(retries: int, jitter: float, delay: float) -> None:
+    assert backoff_seconds(retries, jitter) == pytest.approx(delay)
+
+
+def test_unavailable_counts_attempts_and_schedules_the_next_one() -> None:
+    mv = _model_version(status={"phase": "Pending", "retryCount": 2})
+    progress, delay = unavailable_progress(mv, reasons.MLFLOW_UNAVAILABLE, "down", T0, 0.0)
+    assert progress.retry_count == 3
+    assert delay == 4.0
+    assert progress.next_attempt_time == T0 + datetime.timedelta(seconds=4)
+    assert progress.phase == "Pending"
+    backed_off = ModelVersionStatus(next_attempt_time=progress.next_attempt_time)
+    assert backing_off(backed_off, T0 + datetime.timedelta(seconds=1)) == 3.0
+    assert backing_off(backed_off, T0 + datetime.timedelta(seconds=5)) is None
+
+
+def test_a_rejected_registration_fails_the_object() -> None:
+    progress, _delay = unavailable_progress(
+        _model_version(), reasons.MLFLOW_REJECTED, "bad name", T0, 0.0
+    )
+    assert progress.phase == "Failed"
+
+
+# --- Status ---------------------------------------------------------------------------------
+
+
+def test_ready_status_has_uri_aliases_history_and_one_event_per_transition() -> None:
+    mv = _model_version(aliases=["champion"])
+    aliases = _plan(mv, model_aliases={})
+    progress = Progress(
+        phase="Ready",
+        registered=(True, reasons.VERSION_READY, "version 2 is READY"),
+        source=ResolvedSource("models:/m-1", RUN_ID, "m-1", resolve_lineage()),
+        version="2",
+        aliases=aliases,
+    )
+    planned = status_plan(mv, progress, T0)
+    assert planned.changed
+    status = planned.status
+    assert status["phase"] == "Ready"
+    assert status["modelUri"] == "models:/clf/2"
+    assert status["aliases"] == ["champion"]
+    assert status["aliasHistory"][0]["alias"] == "champion"
+    reasons_emitted = [event.reason for event in planned.events]
+    assert reasons_emitted.count(reasons.ALIAS_MOVED) == 1
+    assert reasons.VERSION_READY in reasons_emitted
+
+    again = _model_version(aliases=["champion"], status=status)
+    steady = _plan(
+        again,
+        model_aliases={"champion": "2"},
+        model_tags={claim_key("champion"): claim_value(again)},
+        previously_held=["champion"],
+    )
+    replanned = status_plan(
+        again,
+        Progress(
+            phase="Ready",
+            registered=(True, reasons.VERSION_READY, "version 2 is READY"),
+            version="2",
+            aliases=steady,
+        ),
+        T0 + datetime.timedelta(minutes=5),
+    )
+    assert not replanned.changed
+    assert replanned.events == []
+
+
+def resolve_lineage() -> Any:
+    resolved = resolve_run(RunRef(RUN_ID, "model", "iris"), Run(), "m-1")
+    assert isinstance(resolved, ResolvedSource)
+    return resolved.lineage
+
+
+def test_waiting_is_a_normal_event_and_the_unavailable_retry_fields_are_cleared_after() -> None:
+    mv = _model_version(
+        status={"phase": "Pending", "retryCount": 3, "nextAttemptTime": "2026-01-01T11:59:00Z"}
+    )
+    blocked = SourceBlocked(reasons.WAITING_FOR_RUN, "waiting", failed=False)
+    planned = status_plan(mv, Progress(phase="Pending", source_blocked=blocked), T0)
+    assert planned.status["retryCount"] is None
+    assert planned.status["nextAttemptTime"] is None
+    [event] = [e for e in planned.events if e.reason == reasons.WAITING_FOR_RUN]
+    assert event.type == "Normal"
+    condition = find_condition(
+        ModelVersionStatus.model_validate(
+            {k: v for k, v in planned.status.items() if v is not None}
+        ).conditions,
+        reasons.SOURCE_READY,
+    )
+    assert condition is not None
+    assert condition.status == "False"
+
+
+def test_an_alias_conflict_is_a_condition_naming_the_owner() -> None:
+    mv = _model_version(aliases=["champion"])
+    aliases = _plan(
+        mv,
+        model_tags={claim_key("champion"): "team-a/older/uid-0"},
+        live_claims={"champion": True},
+    )
+    planned = status_plan(mv, Progress(phase="Ready", version="2", aliases=aliases), T0)
+    synced = next(c for c in planned.status["conditions"] if c["type"] == reasons.ALIASES_SYNCED)
+    assert synced["reason"] == reasons.ALIAS_CONFLICT
+    assert "team-a/older" in synced["message"]
+    assert [e.reason for e in planned.events if e.type == "Warning"] == [reasons.ALIAS_CONFLICT]
+
+
+def test_alias_history_is_bounded() -> None:
+    history = [{"alias": "a", "action": "Set", "time": "2026-01-01T00:00:00Z"} for _ in range(50)]
+    mv = _model_version(aliases=["champion"], status={"phase": "Ready", "aliasHistory": history})
+    planned = status_plan(
+        mv, Progress(phase="Ready", version="2", aliases=_plan(mv, model_aliases={})), T0
+    )
+    assert len(planned.status["aliasHistory"]) == 50
+    assert planned.status["aliasHistory"][-1]["alias"] == "champion"
+
+
+def test_approval_time_is_recorded_once() -> None:
+    approved = {"required": True, "approvedBy": "alice"}
+    first = approval_status(_model_version(approval=approved), None, T0)
+    assert (first.approved, first.approved_by, first.approved_at) == (True, "alice", T0)
+    later = approval_status(_model_version(approval=approved), first, T0 + datetime.timedelta(1))
+    assert later.approved_at == T0
+    other = approval_status(
+        _model_version(approval={**approved, "approvedBy": "bob"}),
+        first,
+        T0 + datetime.timedelta(1),
+    )
+    assert other.approved_at == T0 + datetime.timedelta(1)
+
+
+def test_a_run_made_by_a_trainingjob_names_it_in_the_lineage() -> None:
+    resolved = resolve_run(RunRef(RUN_ID, "model"), Run(training_job="iris"), None)
+    assert isinstance(resolved, ResolvedSource)
+    assert resolved.lineage.training_job == "iris"
