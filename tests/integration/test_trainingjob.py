@@ -361,3 +361,34 @@ def test_operator_restart_mid_run_creates_no_second_run_or_job(
         filter_string="tags.`mlcycle.dev/name` = 'steady'",
     )
     assert len(runs) == 1
+
+
+def test_mlflow_outage_holds_the_training_with_a_condition_then_it_runs_once(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    stack.stop_mlflow()
+    try:
+        _apply(kubectl, namespace, "patient", command=["python", "-c", "pass"])
+
+        def unavailable() -> dict[str, Any] | None:
+            status = (_get(kubectl, namespace, "trainingjob", "patient") or {}).get("status") or {}
+            tracking = [c for c in status.get("conditions", []) if c["type"] == "TrackingReady"]
+            return status if tracking and tracking[0]["reason"] == "MLflowUnavailable" else None
+
+        eventually("TrackingReady=False MLflowUnavailable", unavailable, timeout=60)
+        # No pod may start before its run exists: the run id is what it logs into.
+        assert _get(kubectl, namespace, "job", "patient") is None
+    finally:
+        stack.start_mlflow()
+    # Backoff doubles per failed attempt (capped at 5 min), so the wait after MLflow is back
+    # depends on how long it took to come back.
+    status = _finished(kubectl, namespace, "patient", timeout=360)
+    assert status["phase"] == "Succeeded"
+    assert _event_reasons(kubectl, namespace, "patient")["MLflowUnavailable"] == 1
+    runs = _mlflow(stack).search_runs(
+        experiment_ids=[
+            _mlflow(stack).get_experiment_by_name(namespace).experiment_id  # type: ignore[union-attr]
+        ],
+        filter_string="tags.`mlcycle.dev/name` = 'patient'",
+    )
+    assert len(runs) == 1

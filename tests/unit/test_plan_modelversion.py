@@ -12,9 +12,9 @@ import pytest
 from mlcycle.api.v1alpha1 import ModelVersion, TrainingJob
 from mlcycle.api.v1alpha1.modelversion import ModelVersionStatus
 from mlcycle.plan import reasons
+from mlcycle.plan.backoff import BACKOFF_CAP_SECONDS, backoff_seconds
 from mlcycle.plan.conditions import find_condition
 from mlcycle.plan.modelversion import (
-    BACKOFF_CAP_SECONDS,
     Claimant,
     Progress,
     ResolvedSource,
@@ -22,7 +22,6 @@ from mlcycle.plan.modelversion import (
     SourceBlocked,
     approval_status,
     backing_off,
-    backoff_seconds,
     claim_is_live,
     claim_key,
     claim_value,

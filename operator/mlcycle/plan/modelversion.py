@@ -51,6 +51,7 @@ from mlcycle.api.v1alpha1.modelversion import (
 )
 from mlcycle.api.v1alpha1.trainingjob import DatasetRef, TrainingJob
 from mlcycle.plan import reasons
+from mlcycle.plan.backoff import backoff_seconds
 from mlcycle.plan.conditions import (
     ConditionSet,
     EventIntent,
@@ -68,10 +69,6 @@ NAME_TAG: Final = "mlcycle.dev/name"
 DEFAULT_ARTIFACT_PATH: Final = "model"
 HISTORY_LIMIT: Final = 50
 
-# Backoff while MLflow is unreachable: 2 s doubling to 5 min, with equal jitter so objects
-# that failed together do not all come back in the same second.
-BACKOFF_BASE_SECONDS: Final = 2.0
-BACKOFF_CAP_SECONDS: Final = 300.0
 # A version PENDING_REGISTRATION is usually READY within a second or two.
 REGISTERING_POLL_SECONDS: Final = 2.0
 
@@ -476,13 +473,6 @@ def release_all(mv: ModelVersion, model_tags: Mapping[str, str]) -> list[str]:
 
 
 # --- Backoff --------------------------------------------------------------------------------
-
-
-def backoff_seconds(retries: int, jitter: float) -> float:
-    """Exponential backoff with equal jitter: half the step fixed, half random (`jitter` in
-    [0, 1)), capped, so a fleet of objects never retries in lockstep."""
-    step: float = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** max(retries - 1, 0))
-    return step / 2 + step / 2 * min(max(jitter, 0.0), 1.0)
 
 
 def backing_off(status: ModelVersionStatus | None, now: datetime.datetime) -> float | None:

@@ -28,6 +28,7 @@ from mlcycle.api.v1alpha1 import API_VERSION, ModelVersion, TrainingJob
 from mlcycle.api.v1alpha1.modelversion import ModelSignature, ModelVersionStatus
 from mlcycle.plan import modelversion as plan
 from mlcycle.plan import reasons
+from mlcycle.plan.backoff import backoff_seconds
 from mlcycle.plan.conditions import EventIntent, StatusPlan
 
 ParsedKind = TypeVar("ParsedKind", TrainingJob, ModelVersion)
@@ -401,7 +402,7 @@ async def finalize_modelversion(
     try:
         await asyncio.to_thread(_finalize, mv, deps, registry)
     except AdapterError:
-        return plan.backoff_seconds(attempt + 1, deps.jitter())
+        return backoff_seconds(attempt + 1, deps.jitter())
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from mlcycle.adapters.tracking import DatasetInput, MlflowTracking
 from mlcycle.api.v1alpha1 import API_VERSION, TrainingJob
 from mlcycle.api.v1alpha1.trainingjob import TrainingJobStatus
 from mlcycle.plan import trainingjob as plan
+from mlcycle.plan.backoff import backoff_seconds
 from mlcycle.plan.conditions import EventIntent, StatusPlan
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -43,6 +45,9 @@ class TrainingDeps:
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The status each object got from this operator's last write, by uid."""
+    tracking_failures: dict[str, tuple[int, datetime.datetime]] = field(default_factory=dict)
+    """Consecutive MLflow failures per uid and when MLflow may be called again: the 5 s
+    resync must not turn an MLflow outage into a request storm from every training."""
 
     def lock(self, uid: str) -> asyncio.Lock:
         # Several triggers (own events, Job events, timer) may fire at once for one object.
@@ -102,16 +107,17 @@ async def _reconcile(
                 now,
             ),
         )
+    uid = str(tj.metadata.uid)
+    failures, not_before = deps.tracking_failures.get(uid, (0, now))
+    if failures and now < not_before:
+        return TrainingOutcome([], retry_after=(not_before - now).total_seconds())
     tracking = deps.tracking_for(deps.default_tracking_uri)
     try:
         binding = await asyncio.to_thread(
             _ensure_run, tj, status, tracking, deps.default_tracking_uri
         )
     except AdapterError as error:
-        outcome = await _write(
-            tj, deps, plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
-        )
-        return TrainingOutcome(outcome.events, retry_after=10)
+        return await _tracking_failed(tj, status, deps, error, now)
 
     job_name = status.job_name or plan.job_name(tj, attempt=0)
     job = children.job(namespace, job_name)
@@ -148,13 +154,11 @@ async def _reconcile(
                 tracking.finish_run, binding.run_id, plan.mlflow_run_status(observation)
             )
         except AdapterError as error:
-            outcome = await _write(
-                tj, deps, plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
-            )
-            return TrainingOutcome(outcome.events, retry_after=10)
+            return await _tracking_failed(tj, status, deps, error, now)
         if observation.phase == "Succeeded" and tj.spec.registration is not None:
             gate_result, registered = await _register(tj, binding, tracking, metrics, deps)
 
+    deps.tracking_failures.pop(uid, None)
     new_status = plan.status_patch(
         tj,
         previous=status,
@@ -168,6 +172,23 @@ async def _reconcile(
         now=now,
     )
     return await _write(tj, deps, new_status)
+
+
+async def _tracking_failed(
+    tj: TrainingJob,
+    status: TrainingJobStatus,
+    deps: TrainingDeps,
+    error: AdapterError,
+    now: datetime.datetime,
+) -> TrainingOutcome:
+    uid = str(tj.metadata.uid)
+    failures = deps.tracking_failures.get(uid, (0, now))[0] + 1
+    delay = backoff_seconds(failures, random.random())
+    deps.tracking_failures[uid] = (failures, now + datetime.timedelta(seconds=delay))
+    outcome = await _write(
+        tj, deps, plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
+    )
+    return TrainingOutcome(outcome.events, retry_after=delay)
 
 
 def _tracking_reason(error: AdapterError) -> str:
@@ -288,6 +309,7 @@ async def kill_run_on_delete(tj: TrainingJob, deps: TrainingDeps) -> None:
     """A TrainingJob deleted mid-training leaves no run RUNNING in MLflow."""
     deps.metrics.forget(str(tj.metadata.uid))
     deps.written_status.pop(str(tj.metadata.uid), None)
+    deps.tracking_failures.pop(str(tj.metadata.uid), None)
     status = tj.status or TrainingJobStatus()
     if status.phase in TERMINAL_PHASES or not status.mlflow_run_id or not deps.default_tracking_uri:
         return
