@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import threading
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +66,25 @@ class Kubectl:
                 f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
             )
         return result
+
+
+def event_reasons(kubectl: Kubectl, namespace: str, kind: str, name: str) -> Counter[str]:
+    """How often each Event reason was posted for one object."""
+    listing = kubectl(
+        "get", "events", "-n", namespace, "--field-selector",
+        f"involvedObject.kind={kind},involvedObject.name={name}", "-o", "json",
+    )  # fmt: skip
+    reasons: Counter[str] = Counter()
+    for event in json.loads(listing.stdout)["items"]:
+        reasons[event["reason"]] += event.get("count") or 1
+    return reasons
+
+
+def scrape(url: str) -> str:
+    """A Prometheus exposition, as text."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text
 
 
 @dataclass

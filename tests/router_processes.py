@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcycle.dev.processes import free_port
+from tests.harness import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKEND_SCRIPT = REPO_ROOT / "tests" / "dataplane_backend.py"
@@ -23,19 +23,7 @@ BIN = Path(sys.executable).parent
 
 
 def wait_for(what: str, probe: Any, timeout: float = 30, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except Exception as error:
-            last = error
-        else:
-            if result:
-                return result
-            last = result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+    return eventually(what, probe, timeout=timeout, interval=interval)
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:

@@ -6,7 +6,6 @@ import asyncio
 import datetime
 import json
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,15 @@ from mlcycle.adapters.registry import MlflowRegistry, VersionRecord
 from mlcycle.api.v1alpha1 import ModelVersion
 from mlcycle.dev.cluster import LocalStack
 from mlcycle.reconcile.modelversion import ModelVersionDeps, reconcile_modelversion
-from tests.harness import REPO_ROOT, Kubectl, RunningOperator, eventually, operator_in_thread
+from tests.harness import (
+    REPO_ROOT,
+    Kubectl,
+    RunningOperator,
+    event_reasons,
+    eventually,
+    operator_in_thread,
+    scrape,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -116,20 +123,11 @@ def _versions_of(client: MlflowClient, model: str, uid: str) -> list[Any]:
 
 
 def _event_reasons(kubectl: Kubectl, namespace: str, name: str) -> Counter[str]:
-    listing = kubectl(
-        "get", "events", "-n", namespace, "--field-selector",
-        f"involvedObject.kind=ModelVersion,involvedObject.name={name}", "-o", "json",
-    )  # fmt: skip
-    reasons: Counter[str] = Counter()
-    for event in json.loads(listing.stdout)["items"]:
-        reasons[event["reason"]] += event.get("count") or 1
-    return reasons
+    return event_reasons(kubectl, namespace, "ModelVersion", name)
 
 
 def _scrape(operator: RunningOperator) -> str:
-    with urllib.request.urlopen(f"{operator.url}/metrics", timeout=10) as response:
-        text: str = response.read().decode()
-    return text
+    return scrape(operator.url)
 
 
 # --- tests ---------------------------------------------------------------------------------

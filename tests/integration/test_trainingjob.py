@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +12,15 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mlcycle.dev.cluster import LocalStack
-from tests.harness import REPO_ROOT, Kubectl, RunningOperator, eventually, operator_in_thread
+from tests.harness import (
+    REPO_ROOT,
+    Kubectl,
+    RunningOperator,
+    event_reasons,
+    eventually,
+    operator_in_thread,
+    scrape,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,26 +61,11 @@ def _finished(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120)
 
 
 def _event_reasons(kubectl: Kubectl, namespace: str, name: str) -> Counter[str]:
-    listing = kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.kind=TrainingJob,involvedObject.name={name}",
-        "-o",
-        "json",
-    )
-    reasons: Counter[str] = Counter()
-    for event in json.loads(listing.stdout)["items"]:
-        reasons[event["reason"]] += event.get("count") or 1
-    return reasons
+    return event_reasons(kubectl, namespace, "TrainingJob", name)
 
 
 def _scrape(operator: RunningOperator) -> str:
-    with urllib.request.urlopen(f"{operator.url}/metrics", timeout=10) as response:
-        text: str = response.read().decode()
-    return text
+    return scrape(operator.url)
 
 
 def _mlflow(stack: LocalStack) -> MlflowClient:

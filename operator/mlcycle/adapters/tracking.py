@@ -306,33 +306,29 @@ class MlflowTracking:
         """
         experiment_id = self.ensure_experiment(experiment_name)
         try:
-            return self._ensure_run_in(
-                experiment_id, run_name, owner_uid, owner_tags, extra_tags, params, dataset
+            run = self._find_or_create_run(
+                experiment_id, run_name, owner_uid, {**extra_tags, **owner_tags}
             )
+            self._complete(run, params, dataset)
         except InvalidError:
             # Perhaps the experiment was deleted since it was resolved: look again next time.
             self._experiment_ids.pop(experiment_name, None)
             raise
+        return _record(run)
 
-    def _ensure_run_in(
-        self,
-        experiment_id: str,
-        run_name: str,
-        owner_uid: str,
-        owner_tags: Mapping[str, str],
-        extra_tags: Mapping[str, str],
-        params: Mapping[str, str],
-        dataset: DatasetInput | None,
-    ) -> RunRecord:
+    def _find_or_create_run(
+        self, experiment_id: str, run_name: str, owner_uid: str, tags: Mapping[str, str]
+    ) -> Any:
         existing = self._runs_of(experiment_id, owner_uid)
         if existing:
             run = self._adopt(existing)
         else:
-            tags = {**extra_tags, **owner_tags, UID_TAG: owner_uid}
             with _mapped("create run"):
                 # The uid tag travels in the create request itself: a run exists only
                 # together with the tag that finds it again.
-                run = self._client.create_run(experiment_id, tags=tags, run_name=run_name)
+                run = self._client.create_run(
+                    experiment_id, tags={**tags, UID_TAG: owner_uid}, run_name=run_name
+                )
             active = [
                 found
                 for found in self._runs_of(experiment_id, owner_uid)
@@ -349,8 +345,7 @@ class MlflowTracking:
                 with _mapped("delete duplicate run"):
                     self._client.delete_run(run.info.run_id)
                 run = winner
-        self._complete(run, params, dataset)
-        return _record(run)
+        return run
 
     def _runs_of(self, experiment_id: str, owner_uid: str) -> list[Any]:
         with _mapped("search runs"):
