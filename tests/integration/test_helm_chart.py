@@ -123,5 +123,12 @@ def test_two_replicas_from_the_chart_reconcile_with_one_leader(
         ),
         timeout=90,
     )
-    counts = [_reconcile_count(ip) for ip in pod_ips]
+
+    def counted() -> list[float] | None:
+        counts = [_reconcile_count(ip) for ip in pod_ips]
+        return counts if any(counts) else None
+
+    # The resync timer may write the first status before the create handler returns and
+    # is counted, so the count is awaited rather than read once.
+    counts = eventually("the leader to count its TrainingJob reconcile", counted, timeout=30)
     assert sorted(c > 0 for c in counts) == [False, True], f"reconciles per replica: {counts}"

@@ -532,3 +532,32 @@ def test_a_duplicate_version_for_one_object_is_removed_and_the_oldest_kept(
     )
     assert _status(kubectl, namespace, "twice")["version"] == version
     assert _event_reasons(kubectl, namespace, "twice")["DuplicateVersionRemoved"] == 1
+
+
+def test_deletion_waits_for_mlflow_before_applying_the_policy(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+) -> None:
+    run_id, _model_id = _logged_run(stack, namespace)
+    model = f"{namespace}-later"
+    _apply(
+        kubectl, namespace, "later",
+        modelName=model, source={"run": {"runId": run_id}}, deletionPolicy="Delete",
+    )  # fmt: skip
+    version = _phase(kubectl, namespace, "later", "Ready")["version"]
+    stack.stop_mlflow()
+    try:
+        kubectl("delete", "modelversion", "later", "-n", namespace, "--wait=false")
+        time.sleep(5)
+        # The finalizer holds the object while the policy cannot be applied.
+        held = _get(kubectl, namespace, "later")
+        assert held["metadata"]["deletionTimestamp"]
+        assert "mlcycle.dev/finalizer" in held["metadata"]["finalizers"]
+    finally:
+        stack.start_mlflow()
+    eventually("the object gone", lambda: not _get(kubectl, namespace, "later"), timeout=120)
+    remaining = [v.version for v in mlflow_client.search_model_versions(f"name = '{model}'")]
+    assert version not in remaining

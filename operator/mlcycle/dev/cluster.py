@@ -406,8 +406,18 @@ class LocalStack:
                 "--workers=1",
             ],
             env={**_base_env(), **self.env()},
-            ready_when=lambda: _http_ok(f"{self.mlflow_url}/health"),
-            what="MLflow tracking server /health",
+            # /health answers before the tracking and registry stores exist; MLflow builds
+            # them on their first request, which can outlast a client's timeout on a busy
+            # machine (seen right after an outage test restarted the server).
+            ready_when=lambda: all(
+                _http_ok(f"{self.mlflow_url}{path}")
+                for path in (
+                    "/health",
+                    "/api/2.0/mlflow/experiments/get?experiment_id=0",
+                    "/api/2.0/mlflow/registered-models/search?max_results=1",
+                )
+            ),
+            what="MLflow tracking server and its stores",
             timeout=180,
         )
 
