@@ -25,7 +25,13 @@ import yaml
 from mlcycle.dev.objectstore import ensure_bucket
 from mlcycle.dev.pki import ClusterPki, ensure_cluster_pki
 from mlcycle.dev.processes import ProcessGroup, free_port, wait_until
-from mlcycle.dev.toolchain import REPO_ROOT, Binaries, binaries, ensure_binaries
+from mlcycle.dev.toolchain import (
+    REPO_ROOT,
+    Binaries,
+    binaries,
+    ensure_binaries,
+    ensure_gateway_api_crds,
+)
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 OPTIONAL_COMPONENTS = ("node-agent", "s3", "mlflow")
@@ -210,6 +216,24 @@ class LocalStack:
         crds = str(REPO_ROOT / "crds")
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", crds)
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+
+    def install_gateway_api_crds(self) -> list[str]:
+        """Install the pinned Gateway API standard channel, as upstream's standard-install
+        does, and wait until its CRDs serve; returns their names. Idempotent.
+
+        Only the API: no gateway controller runs, so routes are validated and stored (by
+        the CRDs' OpenAPI schemas and CEL rules) but never programmed into a proxy.
+        """
+        manifests = ensure_gateway_api_crds()
+        crd_names = [
+            f"crd/{document['metadata']['name']}"
+            for path in sorted(manifests.glob("*.yaml"))
+            for document in yaml.safe_load_all(path.read_text())
+            if document and document.get("kind") == "CustomResourceDefinition"
+        ]
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(manifests))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crd_names)
+        return [name.removeprefix("crd/") for name in crd_names]
 
     def start_operator(self, namespace: str) -> str:
         """`mlcycle run` as a process of the stack (stopped by `down`); returns its HTTP URL."""
