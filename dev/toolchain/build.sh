@@ -4,6 +4,8 @@
 #
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl: ./kubernetes (go.mod)
 # etcd:  ./etcd (go.mod)        helm, minio: `go install module@version` (no replace lines)
+# Gateway API CRDs: config/crd/standard of the sigs.k8s.io/gateway-api module, copied into
+# $MLCYCLE_CACHE/crds/gateway-api-<version>/ (the same files as upstream's standard-install)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -61,4 +63,17 @@ stamp_ok "$helm_dir" || go_install "$helm_dir" "helm.sh/helm/v3/cmd/helm@$HELM_V
 minio_dir="$cache/bin/minio-$MINIO_VERSION"
 stamp_ok "$minio_dir" || go_install "$minio_dir" "github.com/minio/minio@$MINIO_VERSION"
 
-log "ready: $k8s_dir $etcd_dir $helm_dir $minio_dir"
+gateway_api_dir="$cache/crds/gateway-api-$GATEWAY_API_VERSION"
+if ! stamp_ok "$gateway_api_dir"; then
+  log "fetching Gateway API $GATEWAY_API_VERSION CRDs (first run only; cached in $gateway_api_dir)"
+  # Outside any go.mod, so the download is of the module alone, not a dependency of ours.
+  module_dir=$(cd "$cache" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [[ -d "$module_dir/config/crd/standard" ]] || { log "no config/crd/standard in '$module_dir'"; exit 1; }
+  rm -rf "$gateway_api_dir.partial"; mkdir -p "$gateway_api_dir.partial"
+  cp "$module_dir"/config/crd/standard/*.yaml "$gateway_api_dir.partial/"
+  chmod -R u+w "$gateway_api_dir.partial"  # the module cache is read-only
+  rm -rf "$gateway_api_dir"; mv "$gateway_api_dir.partial" "$gateway_api_dir"; touch "$gateway_api_dir/.complete"
+fi
+
+log "ready: $k8s_dir $etcd_dir $helm_dir $minio_dir $gateway_api_dir"

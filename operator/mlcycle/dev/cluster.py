@@ -25,7 +25,14 @@ import yaml
 from mlcycle.dev.objectstore import ensure_bucket
 from mlcycle.dev.pki import ClusterPki, ensure_cluster_pki
 from mlcycle.dev.processes import ProcessGroup, free_port, wait_until
-from mlcycle.dev.toolchain import REPO_ROOT, Binaries, binaries, ensure_binaries
+from mlcycle.dev.prometheus import ensure_prometheus_binary, write_scrape_config
+from mlcycle.dev.toolchain import (
+    REPO_ROOT,
+    Binaries,
+    binaries,
+    ensure_binaries,
+    ensure_gateway_api_crds,
+)
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 OPTIONAL_COMPONENTS = ("node-agent", "s3", "mlflow")
@@ -182,7 +189,7 @@ class LocalStack:
 
     def down(self) -> None:
         # Reverse order: the node agent kills its pods while the apiserver still answers.
-        order = ["node-agent", "mlflow", "s3", *reversed(CONTROL_PLANE)]
+        order = ["prometheus", "node-agent", "mlflow", "s3", *reversed(CONTROL_PLANE)]
         for name in order + [n for n in self.processes.names() if n not in order]:
             self.processes.stop(name)
 
@@ -193,6 +200,47 @@ class LocalStack:
 
     def start_mlflow(self) -> None:
         self._start_mlflow(self.config())
+
+    @property
+    def prometheus_url(self) -> str:
+        """Where `start_prometheus` serves; the port is chosen once per stack."""
+        port_file = self.state_dir / "prometheus" / "web-port"
+        if not port_file.exists():
+            port_file.parent.mkdir(parents=True, exist_ok=True)
+            port_file.write_text(str(free_port()))
+        return f"http://127.0.0.1:{int(port_file.read_text())}"
+
+    def start_prometheus(self, scrape_targets: list[str]) -> str:
+        """A Prometheus server scraping `host:port` targets every second; returns its URL.
+
+        Optional, never started by `up`; stopped by `down`. Its data stays in the state
+        directory, so a restart keeps the series. Called again with other targets, it
+        restarts with the new configuration on the same port.
+        """
+        binary = ensure_prometheus_binary()
+        url = self.prometheus_url
+        home = self.state_dir / "prometheus"
+        if write_scrape_config(home / "prometheus.yml", scrape_targets):
+            self.processes.stop("prometheus")
+        self._ensure_running(
+            "prometheus",
+            [
+                str(binary),
+                f"--config.file={home / 'prometheus.yml'}",
+                f"--storage.tsdb.path={home / 'data'}",
+                f"--web.listen-address={url.removeprefix('http://')}",
+                "--storage.tsdb.retention.time=1d",
+                "--log.level=warn",
+            ],
+            ready_when=lambda: _http_ok(f"{url}/-/ready"),
+            what="Prometheus /-/ready",
+            timeout=60,
+        )
+        return url
+
+    def stop_prometheus(self) -> None:
+        """Stop Prometheus, as an outage would; `start_prometheus` brings it back."""
+        self.processes.stop("prometheus")
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
@@ -210,6 +258,24 @@ class LocalStack:
         crds = str(REPO_ROOT / "crds")
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", crds)
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+
+    def install_gateway_api_crds(self) -> list[str]:
+        """Install the pinned Gateway API standard channel, as upstream's standard-install
+        does, and wait until its CRDs serve; returns their names. Idempotent.
+
+        Only the API: no gateway controller runs, so routes are validated and stored (by
+        the CRDs' OpenAPI schemas and CEL rules) but never programmed into a proxy.
+        """
+        manifests = ensure_gateway_api_crds()
+        crd_names = [
+            f"crd/{document['metadata']['name']}"
+            for path in sorted(manifests.glob("*.yaml"))
+            for document in yaml.safe_load_all(path.read_text())
+            if document and document.get("kind") == "CustomResourceDefinition"
+        ]
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(manifests))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crd_names)
+        return [name.removeprefix("crd/") for name in crd_names]
 
     def start_operator(self, namespace: str) -> str:
         """`mlcycle run` as a process of the stack (stopped by `down`); returns its HTTP URL."""

@@ -1,4 +1,5 @@
-"""Where the Go-built binaries of the local stack live, and building them when missing."""
+"""Where the Go-built binaries of the local stack (and the CRDs it takes from Go modules)
+live, and building or fetching them when missing."""
 
 from __future__ import annotations
 
@@ -76,4 +77,19 @@ def ensure_binaries(*, build: bool = True) -> Binaries:
         raise ToolchainMissingError(
             "local stack binaries missing (run `make toolchain`): " + ", ".join(map(str, missing))
         )
+    return found
+
+
+def gateway_api_crds_dir() -> Path:
+    """The Gateway API standard-channel manifests of the pinned version (CRDs and the
+    upstream ValidatingAdmissionPolicy guarding their upgrades)."""
+    return cache_dir() / "crds" / f"gateway-api-{pinned_versions()['GATEWAY_API_VERSION']}"
+
+
+def ensure_gateway_api_crds(*, fetch: bool = True) -> Path:
+    found = gateway_api_crds_dir()
+    if not (found / ".complete").exists() and fetch:
+        subprocess.run([str(TOOLCHAIN_DIR / "build.sh")], check=True)
+    if not (found / ".complete").exists():
+        raise ToolchainMissingError(f"Gateway API CRDs missing (run `make toolchain`): {found}")
     return found

@@ -54,13 +54,13 @@ from mlcycle.plan.conditions import (
     find_condition,
     status_changed,
 )
+from mlcycle.plan.ownership import MANAGED_BY_LABEL, controller_reference, name_label
 
 CONTAINER_NAME: Final = "trainer"
 MASTER_PORT: Final = 29500
 # Kubernetes' own default; written out so the Job shows what the operator relies on.
 DEFAULT_BACKOFF_LIMIT: Final = 6
 
-MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 TRAININGJOB_LABEL: Final = "mlcycle.dev/trainingjob"
 TRAININGJOB_UID_LABEL: Final = "mlcycle.dev/trainingjob-uid"
 ATTEMPT_LABEL: Final = "mlcycle.dev/attempt"
@@ -179,30 +179,10 @@ def job_suspended(tj: TrainingJob, job: Mapping[str, Any] | None = None) -> bool
 # --- Children -----------------------------------------------------------------------------
 
 
-def _owner_reference(tj: TrainingJob) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": tj.kind,
-        "name": tj.metadata.name,
-        "uid": tj.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def _name_label(tj: TrainingJob) -> str:
-    # Object names run to 253 characters, label values to 63; the uid label is the one
-    # selectors use, this one is for people reading `kubectl get -l`.
-    name = str(tj.metadata.name)
-    if len(name) <= _NAME_LIMIT:
-        return name
-    return f"{name[: _NAME_LIMIT - 9].rstrip('.-')}-{_short_hash(name)}"
-
-
 def _child_labels(tj: TrainingJob, attempt: int) -> dict[str, str]:
     return {
         MANAGED_BY_LABEL: "mlcycle",
-        TRAININGJOB_LABEL: _name_label(tj),
+        TRAININGJOB_LABEL: name_label(str(tj.metadata.name)),
         TRAININGJOB_UID_LABEL: str(tj.metadata.uid),
         ATTEMPT_LABEL: str(attempt),
     }
@@ -411,7 +391,7 @@ def desired_job(tj: TrainingJob, run: RunBinding, *, attempt: int = 0) -> dict[s
             "name": name,
             "namespace": tj.metadata.namespace,
             "labels": job_labels,
-            "ownerReferences": [_owner_reference(tj)],
+            "ownerReferences": [controller_reference(tj)],
         },
         "spec": spec,
     }
@@ -429,7 +409,7 @@ def desired_headless_service(tj: TrainingJob, job_name: str) -> dict[str, Any] |
             "name": job_name,
             "namespace": tj.metadata.namespace,
             "labels": _child_labels(tj, attempt),
-            "ownerReferences": [_owner_reference(tj)],
+            "ownerReferences": [controller_reference(tj)],
         },
         "spec": {
             "clusterIP": "None",
@@ -475,7 +455,7 @@ def desired_model_version(tj: TrainingJob, run: RunBinding) -> dict[str, Any]:
             "namespace": tj.metadata.namespace,
             "labels": {
                 MANAGED_BY_LABEL: "mlcycle",
-                TRAININGJOB_LABEL: _name_label(tj),
+                TRAININGJOB_LABEL: name_label(str(tj.metadata.name)),
                 TRAININGJOB_UID_LABEL: str(tj.metadata.uid),
             },
         },

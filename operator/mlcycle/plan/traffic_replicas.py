@@ -1,0 +1,100 @@
+"""replicas traffic mode: a split by replica counts on one Service, with no router or mesh.
+
+One Service selects the model-server pods of both tracks (`model_server_selector`); with
+requests spread evenly over ready endpoints, each track's share is its share of the ready
+pods. Weights are therefore coarse (with 4 replicas, steps of 20-25%), and the status
+reports the weight the ready pods give (`effective_weight`), not the one asked for.
+
+Pure: the Service is a camelCase dict for server-side apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from mlcycle.api.v1alpha1.inferenceservice import InferenceService
+from mlcycle.plan.ownership import controller_reference
+from mlcycle.plan.serving_labels import child_labels, model_server_selector
+
+SERVICE_PORT_NAME: Final = "http"
+
+Capacity = Literal["neutral", "surge"]
+
+
+def replica_split(
+    total: int, canary_percent: int, *, capacity: Capacity, stable_replicas: int
+) -> tuple[int, int]:
+    """`(stable, canary)` replica counts that put about `canary_percent` of requests on the
+    candidate.
+
+    `total` is the replica count the service runs with (`spec.server.replicas`);
+    `stable_replicas` is the stable's count now.
+
+    - neutral: stable + canary = total, the stable shrinking as the candidate grows (a
+      fixed GPU budget). While 0 < percent < 100 each track keeps at least one replica,
+      so a total of 1 runs 2 pods during the rollout: a candidate alone would take 100%.
+    - surge: the stable keeps `stable_replicas` until promotion; the candidate is added
+      beside it, at most `total` replicas (one full copy of the service).
+
+    A candidate at more than 0% always gets at least one replica; at 100% the stable has
+    none (the candidate serves everything, the promoted state).
+    """
+    if total < 0 or stable_replicas < 0:
+        raise ValueError(f"replica counts must not be negative: {total=}, {stable_replicas=}")
+    if not 0 <= canary_percent <= 100:
+        raise ValueError(f"canary_percent {canary_percent} is not a percent in [0, 100]")
+    if canary_percent == 0:
+        return (total if capacity == "neutral" else stable_replicas, 0)
+    if canary_percent == 100 or total == 0:
+        return 0, total
+    if capacity == "neutral":
+        total_during_rollout = max(total, 2)
+        canary = _round_half_up(total_during_rollout * canary_percent, 100)
+        canary = min(max(canary, 1), total_during_rollout - 1)
+        return total_during_rollout - canary, canary
+    # canary / (stable + canary) = percent  <=>  canary = stable * percent / (100 - percent)
+    canary = _round_half_up(stable_replicas * canary_percent, 100 - canary_percent)
+    return stable_replicas, min(max(canary, 1), total)
+
+
+def effective_weight(stable_ready: int, canary_ready: int) -> int:
+    """The candidate's percent of requests that its share of the ready pods gives.
+
+    Never 0 while a ready candidate pod answers, never 100 while a ready stable one does:
+    the status must not claim a track gets no traffic when it gets a little.
+    """
+    ready = stable_ready + canary_ready
+    if canary_ready <= 0 or ready <= 0:
+        return 0
+    if stable_ready <= 0:
+        return 100
+    return min(max(_round_half_up(100 * canary_ready, ready), 1), 99)
+
+
+def shared_service_name(isvc: InferenceService) -> str:
+    return str(isvc.metadata.name)
+
+
+def desired_shared_service(isvc: InferenceService, port: int) -> dict[str, Any]:
+    """The Service clients call in replicas mode: it selects both tracks' ready pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": shared_service_name(isvc),
+            "namespace": isvc.metadata.namespace,
+            "labels": child_labels(isvc),
+            "ownerReferences": [controller_reference(isvc)],
+        },
+        "spec": {
+            "selector": model_server_selector(isvc),
+            "ports": [
+                {"name": SERVICE_PORT_NAME, "port": port, "targetPort": port, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def _round_half_up(numerator: int, denominator: int) -> int:
+    # Python's round() rounds halves to even: 2.5 replicas would become 2 but 3.5 become 4.
+    return (2 * numerator + denominator) // (2 * denominator)
