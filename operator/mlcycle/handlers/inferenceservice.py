@@ -1,0 +1,112 @@
+"""kopf registrations for InferenceService and the Deployments and pods it owns; bodies
+only delegate.
+
+Deployments and pods are kept in kopf indexes fed by the watches: a rollout tick reads its
+children from memory, and the routers' metrics only when an analysis is due.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from mlcycle.api.v1alpha1 import GROUP, VERSION, InferenceService
+from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.plan.inferenceservice import ISVC_UID_LABEL
+from mlcycle.reconcile.inferenceservice import (
+    InferenceServiceDeps,
+    InferenceServiceOutcome,
+    forget_inferenceservice,
+    reconcile_inferenceservice,
+)
+
+# The rollout clock: a step decision is made within this long of its interval ending, and
+# a Deployment becoming ready is noticed within it. Each tick reads only the indexes.
+TICK_SECONDS = 1.0
+
+DEPLOYMENTS_INDEX = "inferenceservice_deployments"
+PODS_INDEX = "inferenceservice_pods"
+
+_ONE_OF_OURS = {ISVC_UID_LABEL: kopf.PRESENT}
+
+
+class IndexedChildren:
+    def __init__(self, deployments: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
+        self._deployments = deployments
+        self._pods = pods
+
+    def deployments(self, uid: str) -> Sequence[Mapping[str, Any]]:
+        return list(self._deployments[uid]) if uid in self._deployments else []
+
+    def pods(self, uid: str) -> Sequence[Mapping[str, Any]]:
+        return list(self._pods[uid]) if uid in self._pods else []
+
+
+def _deps(memo: Any) -> InferenceServiceDeps:
+    deps: InferenceServiceDeps = memo.context.inference_services
+    return deps
+
+
+async def _reconcile_body(
+    body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any]
+) -> InferenceServiceOutcome:
+    isvc = InferenceService.from_body(body)
+    children = IndexedChildren(indexes[DEPLOYMENTS_INDEX], indexes[PODS_INDEX])
+    outcome = await reconcile_inferenceservice(
+        isvc, _deps(memo), children, datetime.datetime.now(datetime.UTC)
+    )
+    for event in outcome.events:
+        kopf.event(
+            cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message
+        )
+    return outcome
+
+
+def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
+    plural = InferenceService.plural()
+
+    @kopf.index(
+        "apps", "v1", "deployments", registry=registry, labels=_ONE_OF_OURS, id=DEPLOYMENTS_INDEX
+    )
+    def index_deployment(labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {labels[ISVC_UID_LABEL]: body}
+
+    @kopf.index("", "v1", "pods", registry=registry, labels=_ONE_OF_OURS, id=PODS_INDEX)
+    def index_pod(labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {labels[ISVC_UID_LABEL]: body}
+
+    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        try:
+            with memo.context.metrics.reconciling("InferenceService"):
+                await _reconcile_body(body, memo, kwargs)
+        except ValidationError:
+            record_acceptance(InferenceService, body, patch)  # InvalidSpec, as for every kind
+
+    for cause, register in (
+        ("create", kopf.on.create),
+        ("update", kopf.on.update),
+        ("resume", kopf.on.resume),
+    ):
+        register(GROUP, VERSION, plural, registry=registry, id=f"isvc-{cause}")(on_change)
+
+    # Annotations (promote, abort, retry) do not reach update handlers (kopf diffs the
+    # spec); the tick picks them up within TICK_SECONDS.
+    @kopf.timer(GROUP, VERSION, plural, registry=registry, interval=TICK_SECONDS, id="isvc-tick")
+    async def tick(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        try:
+            with memo.context.metrics.reconciling("InferenceService"):
+                await _reconcile_body(body, memo, kwargs)
+        except ValidationError:
+            return
+
+    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="isvc-delete", optional=True)
+    async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
+        try:
+            isvc = InferenceService.from_body(body)
+        except ValidationError:
+            return
+        forget_inferenceservice(isvc, _deps(memo))
