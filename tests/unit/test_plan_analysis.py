@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 
-from mlcycle.api.v1alpha1.inferenceservice import Analysis, RouterSample
+from mlcycle.api.v1alpha1.inferenceservice import Analysis, CounterSample
 from mlcycle.plan.analysis import (
     IntervalFigures,
     analyse,
@@ -55,10 +55,10 @@ def test_histogram_quantile(
 
 
 def test_interval_figures_are_deltas_and_a_reset_counts_from_zero() -> None:
-    baseline = RouterSample(
+    baseline = CounterSample(
         requests=100, errors=5, latency_buckets={"0.1": 90, "+Inf": 100}, shadow_comparisons=10
     )
-    current = RouterSample(
+    current = CounterSample(
         requests=160, errors=8, latency_buckets={"0.1": 140, "+Inf": 160}, shadow_comparisons=4
     )
     figures = interval_figures(baseline, current)
@@ -147,3 +147,25 @@ def test_prometheus_checks_within_their_range() -> None:
     assert empty.message == "Prometheus check throughput: the query returned no value"
     # Without a Prometheus (no values at all) the checks are not run.
     assert analyse(analysis, _figures(10), mode="live", now=T0).outcome == "Passed"
+
+
+def test_drift_between_the_versions_predictions() -> None:
+    analysis = Analysis(min_requests=1, drift_max=0.2)
+    stable = {"predictions=0": 50, "predictions=1": 50}
+    alike = IntervalFigures(
+        requests=100, errors=0, candidate_predictions={"predictions=0": 45, "predictions=1": 55},
+        stable_predictions=stable,
+    )  # fmt: skip
+    result = analyse(analysis, alike, mode="live", now=T0)
+    assert (result.outcome, result.drift) == ("Passed", 0.05)
+    skewed = IntervalFigures(
+        requests=100, errors=0, candidate_predictions={"predictions=0": 100},
+        stable_predictions=stable,
+    )  # fmt: skip
+    result = analyse(analysis, skewed, mode="live", now=T0)
+    assert result.outcome == "Failed"
+    assert result.message == "prediction drift 0.500 above driftMax 0.2"
+    # Nothing to compare (a regressor, an unreadable server): drift is not judged.
+    unknown = IntervalFigures(requests=100, errors=0)
+    assert analyse(analysis, unknown, mode="live", now=T0).drift is None
+    assert analyse(analysis, unknown, mode="live", now=T0).outcome == "Passed"

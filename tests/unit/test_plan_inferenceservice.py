@@ -10,8 +10,8 @@ import pytest
 
 from mlcycle.api.v1alpha1 import InferenceService, ModelVersion
 from mlcycle.api.v1alpha1.inferenceservice import (
+    CounterSample,
     InferenceServiceStatus,
-    RouterSample,
     TrackStatus,
 )
 from mlcycle.dataplane.router.config import RouterConfig
@@ -89,8 +89,8 @@ def _canary(version: str = "2", **fields: Any) -> dict[str, Any]:
     }
 
 
-def _sample(requests: float, errors: float = 0) -> RouterSample:
-    return RouterSample(
+def _sample(requests: float, errors: float = 0) -> CounterSample:
+    return CounterSample(
         requests=requests, errors=errors, latency_buckets={"0.05": requests, "+Inf": requests}
     )
 
@@ -98,7 +98,7 @@ def _sample(requests: float, errors: float = 0) -> RouterSample:
 def _observed(
     version: str = "2",
     ready: dict[str, int] | None = None,
-    sample: RouterSample | None = None,
+    sample: CounterSample | None = None,
 ) -> Observed:
     return Observed(
         target=Target(MODEL, version),
@@ -195,7 +195,7 @@ def test_canary_walks_its_steps_and_promotes() -> None:
     ],
 )
 def test_one_analysis(
-    sample: RouterSample | None, outcome: str, failed_checks: int, step: int
+    sample: CounterSample | None, outcome: str, failed_checks: int, step: int
 ) -> None:
     started = _canary(weight=10, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
     isvc = _isvc(status={"stable": _stable(), "canary": started})

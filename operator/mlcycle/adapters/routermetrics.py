@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlcycle.adapters.errors import UnavailableError
-from mlcycle.api.v1alpha1.inferenceservice import RouterSample
+from mlcycle.api.v1alpha1.inferenceservice import CounterSample
 
 SERVICE = "router"
 SCRAPE_TIMEOUT_SECONDS = 2.0
@@ -31,7 +31,7 @@ def scrape(address: str, timeout: float = SCRAPE_TIMEOUT_SECONDS) -> str:
         raise UnavailableError(SERVICE, f"metrics of {address}: {error}") from error
 
 
-def backend_sample(texts: Iterable[str], service: str, backend: str, version: str) -> RouterSample:
+def backend_sample(texts: Iterable[str], service: str, backend: str, version: str) -> CounterSample:
     """One backend's counters, summed over the routers' expositions.
 
     Requests and latency are counted where the backend and its version both match (a new
@@ -63,7 +63,7 @@ def backend_sample(texts: Iterable[str], service: str, backend: str, version: st
                     comparisons += value
                 elif name == "mlcycle_router_shadow_agreements_total":
                     agreements += value
-    return RouterSample(
+    return CounterSample(
         requests=requests,
         errors=errors,
         latency_buckets=buckets,
@@ -74,9 +74,36 @@ def backend_sample(texts: Iterable[str], service: str, backend: str, version: st
     )
 
 
+def predicted_classes(texts: Iterable[str], model: str, version: str) -> dict[str, float]:
+    """The model servers' `mlcycle_model_predictions_total` of one version, summed over its
+    pods, by `<output>=<class>`."""
+    counts: dict[str, float] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name != "mlcycle_model_predictions_total":
+                    continue
+                if labels.get("model") != model or labels.get("version") != version:
+                    continue
+                key = f"{labels.get('output', '')}={labels.get('class', '')}"
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+def read_predictions(addresses: Sequence[str], model: str, version: str) -> dict[str, float]:
+    """Raises UnavailableError when a server does not answer (a partial sum would skew the
+    distribution)."""
+    if not addresses:
+        raise UnavailableError("model server", f"no pod of version {version} is running")
+    with ThreadPoolExecutor(max_workers=min(len(addresses), 8)) as pool:
+        texts = list(pool.map(scrape, addresses))
+    return predicted_classes(texts, model, version)
+
+
 def read_backend(
     addresses: Sequence[str], service: str, backend: str, version: str
-) -> RouterSample:
+) -> CounterSample:
     """Every router must answer: a sum over some of them would look like a counter reset.
     Raises UnavailableError when there is no router or one does not answer."""
     if not addresses:

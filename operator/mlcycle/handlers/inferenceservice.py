@@ -19,7 +19,6 @@ from mlcycle.handlers.acceptance import record_acceptance
 from mlcycle.plan.inferenceservice import ISVC_UID_LABEL
 from mlcycle.reconcile.inferenceservice import (
     InferenceServiceDeps,
-    InferenceServiceOutcome,
     forget_inferenceservice,
     reconcile_inferenceservice,
 )
@@ -52,9 +51,14 @@ def _deps(memo: Any) -> InferenceServiceDeps:
 
 
 async def _reconcile_body(
-    body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any]
-) -> InferenceServiceOutcome:
-    isvc = InferenceService.from_body(body)
+    body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any], patch: kopf.Patch | None
+) -> None:
+    try:
+        isvc = InferenceService.from_body(body)
+    except ValidationError:
+        if patch is not None:
+            record_acceptance(InferenceService, cast(kopf.Body, body), patch)  # InvalidSpec
+        return
     children = IndexedChildren(indexes[DEPLOYMENTS_INDEX], indexes[PODS_INDEX])
     outcome = await reconcile_inferenceservice(
         isvc, _deps(memo), children, datetime.datetime.now(datetime.UTC)
@@ -63,7 +67,6 @@ async def _reconcile_body(
         kopf.event(
             cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message
         )
-    return outcome
 
 
 def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
@@ -80,11 +83,8 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
         return {labels[ISVC_UID_LABEL]: body}
 
     async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-        try:
-            with memo.context.metrics.reconciling("InferenceService"):
-                await _reconcile_body(body, memo, kwargs)
-        except ValidationError:
-            record_acceptance(InferenceService, body, patch)  # InvalidSpec, as for every kind
+        with memo.context.metrics.reconciling("InferenceService"):
+            await _reconcile_body(body, memo, kwargs, patch)
 
     for cause, register in (
         ("create", kopf.on.create),
@@ -97,11 +97,8 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
     # spec); the tick picks them up within TICK_SECONDS.
     @kopf.timer(GROUP, VERSION, plural, registry=registry, interval=TICK_SECONDS, id="isvc-tick")
     async def tick(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        try:
-            with memo.context.metrics.reconciling("InferenceService"):
-                await _reconcile_body(body, memo, kwargs)
-        except ValidationError:
-            return
+        with memo.context.metrics.reconciling("InferenceService"):
+            await _reconcile_body(body, memo, kwargs, None)
 
     @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="isvc-delete", optional=True)
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:

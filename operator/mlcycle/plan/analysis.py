@@ -2,7 +2,7 @@
 figures they give (requests, success rate, p99 latency, shadow agreement) and the verdict
 against `spec.analysis`.
 
-Pure: the samples arrive as `RouterSample`s (summed over the router pods by the adapter),
+Pure: the samples arrive as `CounterSample`s (summed over the router pods by the adapter),
 the clock is an argument.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from mlcycle.api.v1alpha1.inferenceservice import Analysis, AnalysisResult, RouterSample
+from mlcycle.api.v1alpha1.inferenceservice import Analysis, AnalysisResult, CounterSample
 
 _DURATION_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -41,6 +41,12 @@ class IntervalFigures:
     shadow_failures: float = 0
     shadow_comparisons: float = 0
     shadow_agreements: float = 0
+    candidate_predictions: dict[str, float] = field(default_factory=dict)
+    stable_predictions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def drift(self) -> float | None:
+        return prediction_drift(self.candidate_predictions, self.stable_predictions)
 
     @property
     def success_rate(self) -> float | None:
@@ -62,7 +68,7 @@ class IntervalFigures:
         return histogram_quantile(quantile, self.latency_buckets)
 
 
-def interval_figures(baseline: RouterSample | None, current: RouterSample) -> IntervalFigures:
+def interval_figures(baseline: CounterSample | None, current: CounterSample) -> IntervalFigures:
     """current - baseline, counter by counter. A counter that went down means a router pod
     restarted (its counters began again at zero): as Prometheus' `increase` does, the
     current value is then taken as the increase."""
@@ -70,11 +76,12 @@ def interval_figures(baseline: RouterSample | None, current: RouterSample) -> In
     def delta(now: float, then: float) -> float:
         return now if now < then else now - then
 
-    before = baseline or RouterSample()
-    buckets = {
-        le: delta(count, before.latency_buckets.get(le, 0.0))
-        for le, count in current.latency_buckets.items()
-    }
+    before = baseline or CounterSample()
+
+    def deltas(now: Mapping[str, float], then: Mapping[str, float]) -> dict[str, float]:
+        return {key: delta(count, then.get(key, 0.0)) for key, count in now.items()}
+
+    buckets = deltas(current.latency_buckets, before.latency_buckets)
     return IntervalFigures(
         requests=delta(current.requests, before.requests),
         errors=delta(current.errors, before.errors),
@@ -83,6 +90,21 @@ def interval_figures(baseline: RouterSample | None, current: RouterSample) -> In
         shadow_failures=delta(current.shadow_failures, before.shadow_failures),
         shadow_comparisons=delta(current.shadow_comparisons, before.shadow_comparisons),
         shadow_agreements=delta(current.shadow_agreements, before.shadow_agreements),
+        candidate_predictions=deltas(current.candidate_predictions, before.candidate_predictions),
+        stable_predictions=deltas(current.stable_predictions, before.stable_predictions),
+    )
+
+
+def prediction_drift(candidate: Mapping[str, float], stable: Mapping[str, float]) -> float | None:
+    """Total variation distance between the two versions' predicted-class distributions
+    over the interval (0: identical, 1: disjoint); None when either predicted nothing."""
+    candidate_total, stable_total = sum(candidate.values()), sum(stable.values())
+    if candidate_total <= 0 or stable_total <= 0:
+        return None
+    classes = set(candidate) | set(stable)
+    return 0.5 * sum(
+        abs(candidate.get(key, 0.0) / candidate_total - stable.get(key, 0.0) / stable_total)
+        for key in classes
     )
 
 
@@ -135,6 +157,7 @@ def analyse(
     p99_seconds = None if shadow else figures.latency_quantile(0.99)
     p99_ms = None if p99_seconds is None else round(p99_seconds * 1000, 3)
     agreement = figures.shadow_agreement
+    drift = figures.drift if analysis.drift_max is not None else None
     found_queries = {name: value for name, value in (queries or {}).items() if value is not None}
     result = AnalysisResult(
         time=now,
@@ -143,6 +166,7 @@ def analyse(
         success_rate=None if success_rate is None else round(success_rate, 4),
         latency_p99_ms=p99_ms,
         shadow_agreement=None if agreement is None else round(agreement, 4),
+        drift=None if drift is None else round(drift, 4),
         queries=found_queries,
     )
     if requests < max(analysis.min_requests, 1):
@@ -155,6 +179,9 @@ def analyse(
             }
         )
     failure = _first_failure(analysis, success_rate, p99_ms, agreement, queries or {}, shadow)
+    drift_max = analysis.drift_max
+    if failure is None and drift is not None and drift_max is not None and drift > drift_max:
+        failure = f"prediction drift {drift:.3f} above driftMax {analysis.drift_max:g}"
     if failure is not None:
         return result.model_copy(update={"outcome": "Failed", "message": failure})
     return result

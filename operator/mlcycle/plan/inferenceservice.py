@@ -43,12 +43,12 @@ from mlcycle.api.v1alpha1 import API_VERSION
 from mlcycle.api.v1alpha1.common import ApiModel
 from mlcycle.api.v1alpha1.inferenceservice import (
     AnalysisResult,
+    CounterSample,
     InferenceService,
     InferenceServicePhase,
     InferenceServiceStatus,
     RejectedVersion,
     RolloutRecord,
-    RouterSample,
     TrackStatus,
 )
 from mlcycle.api.v1alpha1.modelversion import ModelVersion
@@ -158,7 +158,7 @@ class Observed:
     ready_replicas: Mapping[str, int] = field(default_factory=dict)
     """Ready pods of each version's Deployment."""
     router_ready: int = 0
-    canary_sample: RouterSample | None = None
+    canary_sample: CounterSample | None = None
     """The candidate's counters summed over the router pods; None when not read."""
     queries: Mapping[str, float | None] | None = None
     """Prometheus checks, by name, when an operator with Prometheus ran them."""
@@ -1113,14 +1113,28 @@ def router_ready(deployments: Sequence[Mapping[str, Any]]) -> int:
 
 def router_pod_addresses(pods: Sequence[Mapping[str, Any]]) -> list[str]:
     """`ip:admin-port` of the router pods that are running, to read their metrics."""
+    return _pod_addresses(pods, ROUTER_COMPONENT, None, ROUTER_ADMIN_PORT)
+
+
+def server_pod_addresses(pods: Sequence[Mapping[str, Any]], version: str) -> list[str]:
+    """`ip:port` of the running model server pods of `version` (metrics on the serving port)."""
+    return _pod_addresses(pods, SERVER_COMPONENT, version, SERVER_PORT)
+
+
+def _pod_addresses(
+    pods: Sequence[Mapping[str, Any]], component: str, version: str | None, port: int
+) -> list[str]:
     addresses = []
     for pod in pods:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
         status = pod.get("status") or {}
-        if labels.get(COMPONENT_LABEL) != ROUTER_COMPONENT or status.get("phase") != "Running":
+        if labels.get(COMPONENT_LABEL) != component or status.get("phase") != "Running":
             continue
-        if status.get("podIP") and not (pod.get("metadata") or {}).get("deletionTimestamp"):
-            addresses.append(f"{status['podIP']}:{ROUTER_ADMIN_PORT}")
+        if version is not None and labels.get(VERSION_LABEL) != version:
+            continue
+        if status.get("podIP") and not metadata.get("deletionTimestamp"):
+            addresses.append(f"{status['podIP']}:{port}")
     return sorted(addresses)
 
 

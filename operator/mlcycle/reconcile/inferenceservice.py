@@ -23,7 +23,7 @@ from mlcycle.adapters.errors import AdapterError, UnavailableError
 from mlcycle.adapters.metrics import RolloutMetrics
 from mlcycle.adapters.registry import MlflowRegistry
 from mlcycle.api.v1alpha1 import API_VERSION, InferenceService, ModelVersion
-from mlcycle.api.v1alpha1.inferenceservice import InferenceServiceStatus, RouterSample
+from mlcycle.api.v1alpha1.inferenceservice import CounterSample, InferenceServiceStatus
 from mlcycle.plan import inferenceservice as plan
 from mlcycle.plan import reasons
 from mlcycle.plan.conditions import EventIntent
@@ -61,7 +61,12 @@ class InferenceServiceDeps:
     registry_for: Callable[[str], MlflowRegistry]
     default_tracking_uri: str | None
     metrics: RolloutMetrics
-    read_router: Callable[[Sequence[str], str, str, str], RouterSample] = routermetrics.read_backend
+    read_router: Callable[[Sequence[str], str, str, str], CounterSample] = (
+        routermetrics.read_backend
+    )
+    read_predictions: Callable[[Sequence[str], str, str], dict[str, float]] = (
+        routermetrics.read_predictions
+    )
     prometheus: ScalarQueries | None = None
     """Set when the operator is configured with a Prometheus URL."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -122,7 +127,10 @@ async def _reconcile(
     queries = None
     status = isvc.status or InferenceServiceStatus()
     if status.canary is not None and plan.analysis_due(isvc, now):
-        sample = await _read_router(isvc, deps, children.pods(uid), status.canary.version)
+        pods = children.pods(uid)
+        sample = await _read_router(isvc, deps, pods, status.canary.version)
+        if sample is not None and isvc.spec.analysis.drift_max is not None:
+            sample = await _with_predictions(isvc, deps, pods, sample, status)
         queries = await _prometheus_checks(isvc, deps)
     observed = plan.Observed(
         target=target,
@@ -151,10 +159,10 @@ async def _reconcile(
         )
     else:
         model_name = target.model_name if target else (status.model_name or "")
-        manifests = [
-            *plan.server_children(isvc, rollout, model_name, deps.default_tracking_uri),
-            *layer(isvc, rollout),
-        ]
+        manifests = plan.server_children(isvc, rollout, model_name, deps.default_tracking_uri)
+        if rollout.stable is not None:
+            # Nothing to route to before a first version resolves.
+            manifests.extend(layer(isvc, rollout))
         await _apply(deps, manifests, deployments)
         for kind, name in plan.stale_server_children(deployments, rollout):
             await asyncio.to_thread(deps.cluster.delete, _API_VERSIONS[kind], kind, namespace, name)
@@ -258,7 +266,7 @@ async def _read_router(
     deps: InferenceServiceDeps,
     pods: Sequence[Mapping[str, Any]],
     version: str | None,
-) -> RouterSample | None:
+) -> CounterSample | None:
     addresses = plan.router_pod_addresses(pods)
     try:
         return await asyncio.to_thread(
@@ -266,6 +274,37 @@ async def _read_router(
         )
     except UnavailableError:
         return None  # the plan holds the step: no verdict without figures
+
+
+async def _with_predictions(
+    isvc: InferenceService,
+    deps: InferenceServiceDeps,
+    pods: Sequence[Mapping[str, Any]],
+    sample: CounterSample,
+    status: InferenceServiceStatus,
+) -> CounterSample:
+    """The predicted classes of candidate and stable, for the drift check; left empty
+    (drift not measured, the check skipped) when a server cannot be read."""
+    model = str(status.model_name)
+    tracks = (status.canary, status.stable)
+    if any(track is None or track.version is None for track in tracks):
+        return sample
+    try:
+        candidate, stable = [
+            await asyncio.to_thread(
+                deps.read_predictions,
+                plan.server_pod_addresses(pods, str(track.version)),
+                model,
+                str(track.version),
+            )
+            for track in tracks
+            if track is not None
+        ]
+    except UnavailableError:
+        return sample
+    return sample.model_copy(
+        update={"candidate_predictions": candidate, "stable_predictions": stable}
+    )
 
 
 async def _prometheus_checks(

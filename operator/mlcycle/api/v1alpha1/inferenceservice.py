@@ -268,8 +268,9 @@ class AnalysisResult(ApiModel):
     """Which check failed, with its value and threshold."""
 
 
-class RouterSample(ApiModel):
-    """The candidate's cumulative router counters when its analysis interval began.
+class CounterSample(ApiModel):
+    """The cumulative counters an analysis compares (the candidate's in the routers, and
+    the predicted classes of both versions in the model servers) when its interval began.
 
     Kept in status so a restarted operator computes the same interval's deltas."""
 
@@ -283,6 +284,9 @@ class RouterSample(ApiModel):
     """Mirrored requests that got no answer or a non-2xx one."""
     shadow_comparisons: float = 0
     shadow_agreements: float = 0
+    candidate_predictions: dict[str, float] = Field(default_factory=dict)
+    """Predictions of the candidate by `<output>=<class>` (classifiers; with `driftMax`)."""
+    stable_predictions: dict[str, float] = Field(default_factory=dict)
 
 
 class RejectedVersion(ApiModel):
@@ -312,7 +316,7 @@ class TrackStatus(ApiModel):
     last_analysis: AnalysisResult | None = None
     started_at: datetime.datetime | None = None
     """When this version's rollout began."""
-    baseline: RouterSample | None = None
+    baseline: CounterSample | None = None
     promoting: bool | None = None
     """Promotion decided; waiting for the candidate to reach the stable's size."""
 
