@@ -144,10 +144,14 @@ def _router_address(kubectl: Kubectl, namespace: str, name: str) -> str | None:
     return None
 
 
-def _infer(url: str, model: str, rows: list[list[float]]) -> requests.Response:
+def _infer(
+    url: str, model: str, rows: list[list[float]], headers: dict[str, str] | None = None
+) -> requests.Response:
     tensor = {"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64"}
     tensor["data"] = [value for row in rows for value in row]
-    return requests.post(f"{url}/v2/models/{model}/infer", json={"inputs": [tensor]}, timeout=10)
+    return requests.post(
+        f"{url}/v2/models/{model}/infer", json={"inputs": [tensor]}, headers=headers, timeout=10
+    )
 
 
 @dataclass
@@ -452,4 +456,88 @@ def test_alias_is_followed_and_an_unapproved_modelversion_is_not_deployed(
             ),
             timeout=READY_TIMEOUT,
             interval=1,
+        )
+
+
+def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
+    stack: Any,
+    kubectl: Kubectl,
+    namespace: str,
+    iris: Iris,
+    load_threads: list[tuple[Load, threading.Thread]],
+) -> None:
+    name = "shadowed"
+    manifest = _manifest(
+        stack,
+        name,
+        {"name": iris.name, "version": 1},
+        rollout={"strategy": "Shadow", "steps": [100], "interval": "4s"},
+        analysis={"minRequests": 10, "shadowAgreementMin": 0.8, "failureThreshold": 1},
+    )
+    with operator_in_thread([namespace]):
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=manifest)
+        eventually(
+            "version 1 Ready",
+            lambda: _phase_is(kubectl, namespace, name, "Ready"),
+            timeout=READY_TIMEOUT,
+            interval=1,
+        )
+        url = eventually("router pod ready", lambda: _router_address(kubectl, namespace, name))
+        load = _start_load(load_threads, url, iris)
+        _set_version(kubectl, namespace, name, 2)
+
+        def mirroring() -> bool:
+            canary = _status(kubectl, namespace, name).get("canary") or {}
+            return bool(canary.get("stepStartedAt"))
+
+        eventually("mirroring to version 2", mirroring, timeout=READY_TIMEOUT, interval=0.5)
+        mirrored_from = time.monotonic()
+        status = eventually(
+            "version 2 promoted after agreeing",
+            lambda: (
+                (s := _phase_is(kubectl, namespace, name, "Ready"))
+                and s["stable"]["version"] == "2"
+                and s
+            ),
+            timeout=60,
+            interval=0.5,
+        )
+        analysis = status["stable"]["lastAnalysis"]
+        assert analysis["outcome"] == "Passed"
+        assert analysis["shadowAgreement"] >= 0.8
+        assert analysis["requests"] >= 10
+        # While mirrored, clients only ever got version 1's answers.
+        promoted_at = time.monotonic()
+        answered = {version for at, version, _ in load.since(mirrored_from) if at < promoted_at - 1}
+        assert answered == {"1"}, answered
+
+        # A/B: the header pins version 1 (now the candidate); everyone else stays on 2.
+        ab = {"strategy": "ABTest", "interval": "4s",
+              "abTest": {"headerName": "x-group", "headerValue": "b", "weight": 0}}  # fmt: skip
+        patch = json.dumps({"spec": {"model": {"version": 1}, "rollout": ab}})
+        kubectl("patch", "inferenceservice", name, "-n", namespace, "--type=merge", "-p", patch)
+        eventually(
+            "A/B test running",
+            lambda: (_status(kubectl, namespace, name).get("canary") or {}).get("stepStartedAt"),
+            timeout=READY_TIMEOUT,
+            interval=0.5,
+        )
+        time.sleep(1)
+        pinned = Counter(
+            _infer(url, iris.name, [iris.rows[0]], headers={"x-group": "b"}).json()["model_version"]
+            for _ in range(20)
+        )
+        assert pinned == {"1": 20}
+        start = time.monotonic()
+        time.sleep(2)
+        assert set(load.split(start)) == {"2"}
+        assert _status(kubectl, namespace, name)["phase"] == "Progressing"
+        kubectl("annotate", "inferenceservice", name, "-n", namespace, "mlcycle.dev/promote=1")
+        eventually(
+            "A/B candidate promoted by annotation",
+            lambda: (
+                (s := _phase_is(kubectl, namespace, name, "Ready"))
+                and s["stable"]["version"] == "1"
+            ),
+            timeout=60,
         )
