@@ -5,6 +5,7 @@ the router pod's address, the operator in-process.
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 import threading
@@ -156,7 +157,8 @@ def _infer(
 
 @dataclass
 class Load:
-    """A steady request stream through the router; what answered, by version."""
+    """A steady request stream through the router; what answered, by version, stamped with
+    wall-clock time to compare with the times in status."""
 
     url: str
     model: str
@@ -171,10 +173,10 @@ class Load:
             try:
                 response = _infer(self.url, self.model, [row])
             except requests.RequestException:
-                self.answers.append((time.monotonic(), "?", 0))
+                self.answers.append((time.time(), "?", 0))
                 continue
             version = response.json().get("model_version", "?") if response.ok else "?"
-            self.answers.append((time.monotonic(), str(version), response.status_code))
+            self.answers.append((time.time(), str(version), response.status_code))
             time.sleep(0.01)
 
     def since(self, start: float) -> list[tuple[float, str, int]]:
@@ -247,15 +249,15 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
         # Roll to version 2: each step's weight shows in what the router answers.
         _set_version(kubectl, namespace, name, 2)
         seen_weights: dict[int, Counter[str]] = {}
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
+        deadline = time.time() + READY_TIMEOUT
+        while time.time() < deadline:
             status = _status(kubectl, namespace, name)
             canary = status.get("canary") or {}
             if status.get("phase") == "Ready" and status["stable"]["version"] == "2":
                 break
             weight = canary.get("weight")
             if canary.get("stepStartedAt") and weight in (25, 50) and weight not in seen_weights:
-                start = time.monotonic() + 0.5  # the router applies a ConfigMap in ms
+                start = time.time() + 0.5  # the router applies a ConfigMap in ms
                 time.sleep(3)
                 seen_weights[weight] = load.split(start)
             time.sleep(0.2)
@@ -274,7 +276,7 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
         client = mlflow.MlflowClient()
         assert client.get_registered_model(iris.name).aliases["champion"] == "2"
         assert _version_tags(iris.name, "2")["rollout"] == "promoted"
-        promoted_at = time.monotonic()
+        promoted_at = time.time()
         eventually(
             "only version 2 answers",
             lambda: (s := load.split(promoted_at + 1)) and set(s) == {"2"} and s["2"] > 20,
@@ -293,7 +295,7 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
             timeout=READY_TIMEOUT,
             interval=0.5,
         )
-        rolled_back_at = time.monotonic()
+        rolled_back_at = time.time()
         assert status["stable"]["version"] == "2"
         assert status.get("canary") is None
         assert status["rejected"]["version"] == "3"
@@ -491,7 +493,7 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
             return bool(canary.get("stepStartedAt"))
 
         eventually("mirroring to version 2", mirroring, timeout=READY_TIMEOUT, interval=0.5)
-        mirrored_from = time.monotonic()
+        mirrored_from = time.time()
         status = eventually(
             "version 2 promoted after agreeing",
             lambda: (
@@ -506,9 +508,9 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
         assert analysis["outcome"] == "Passed"
         assert analysis["shadowAgreement"] >= 0.8
         assert analysis["requests"] >= 10
-        # While mirrored, clients only ever got version 1's answers.
-        promoted_at = time.monotonic()
-        answered = {version for at, version, _ in load.since(mirrored_from) if at < promoted_at - 1}
+        # While mirrored (until the promotion decision), clients only got version 1's answers.
+        decided = datetime.datetime.fromisoformat(status["history"][-1]["endTime"]).timestamp()
+        answered = {version for at, version, _ in load.since(mirrored_from) if at < decided}
         assert answered == {"1"}, answered
 
         # A/B: the header pins version 1 (now the candidate); everyone else stays on 2.
@@ -528,7 +530,7 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
             for _ in range(20)
         )
         assert pinned == {"1": 20}
-        start = time.monotonic()
+        start = time.time()
         time.sleep(2)
         assert set(load.split(start)) == {"2"}
         assert _status(kubectl, namespace, name)["phase"] == "Progressing"

@@ -14,7 +14,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from mlcycle.api.v1alpha1 import GROUP, VERSION, InferenceService
+from mlcycle.api.v1alpha1 import GROUP, VERSION, InferenceService, ModelVersion
 from mlcycle.handlers.acceptance import record_acceptance
 from mlcycle.plan.inferenceservice import ISVC_UID_LABEL
 from mlcycle.reconcile.inferenceservice import (
@@ -29,14 +29,25 @@ TICK_SECONDS = 1.0
 
 DEPLOYMENTS_INDEX = "inferenceservice_deployments"
 PODS_INDEX = "inferenceservice_pods"
+MODEL_VERSIONS_INDEX = "inferenceservice_modelversions"
 
 _ONE_OF_OURS = {ISVC_UID_LABEL: kopf.PRESENT}
 
 
 class IndexedChildren:
-    def __init__(self, deployments: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
+    def __init__(
+        self,
+        deployments: kopf.Index[Any, Any],
+        pods: kopf.Index[Any, Any],
+        model_versions: kopf.Index[Any, Any],
+    ) -> None:
         self._deployments = deployments
         self._pods = pods
+        self._model_versions = model_versions
+
+    def model_version(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        key = (namespace, name)
+        return next(iter(self._model_versions[key]), None) if key in self._model_versions else None
 
     def deployments(self, uid: str) -> Sequence[Mapping[str, Any]]:
         return list(self._deployments[uid]) if uid in self._deployments else []
@@ -59,7 +70,9 @@ async def _reconcile_body(
         if patch is not None:
             record_acceptance(InferenceService, cast(kopf.Body, body), patch)  # InvalidSpec
         return
-    children = IndexedChildren(indexes[DEPLOYMENTS_INDEX], indexes[PODS_INDEX])
+    children = IndexedChildren(
+        indexes[DEPLOYMENTS_INDEX], indexes[PODS_INDEX], indexes[MODEL_VERSIONS_INDEX]
+    )
     outcome = await reconcile_inferenceservice(
         isvc, _deps(memo), children, datetime.datetime.now(datetime.UTC)
     )
@@ -81,6 +94,12 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
     @kopf.index("", "v1", "pods", registry=registry, labels=_ONE_OF_OURS, id=PODS_INDEX)
     def index_pod(labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {labels[ISVC_UID_LABEL]: body}
+
+    @kopf.index(GROUP, VERSION, ModelVersion.plural(), registry=registry, id=MODEL_VERSIONS_INDEX)
+    def index_model_version(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[Any, Any]:
+        return {(namespace, name): body}
 
     async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
         with memo.context.metrics.reconciling("InferenceService"):

@@ -389,7 +389,9 @@ class _Pass:
         """No candidate: Ready once the stable serves."""
         plan = self.plan
         stable = plan.stable
-        ready = stable is not None and self.ready(stable.version) > 0
+        ready = (
+            stable is not None and self.ready(stable.version) > 0 and self.observed.router_ready > 0
+        )
         plan.phase = "Ready" if ready else "Progressing"
         if stable is not None and plan.rejected is None:
             plan.progress = (reasons.ROLLOUT_COMPLETE, f"version {stable.version} is stable")
@@ -423,8 +425,8 @@ class _Pass:
             plan.progress = (reasons.PAUSED, f"paused at step {canary.step} (spec.paused)")
             return
         plan.phase = "Progressing"
-        needed = 1 if spec.rollout.capacity == "neutral" else min(full_replicas(self.isvc), 1)
-        if self.ready(canary.version) < max(needed, 1):
+        # One ready pod takes a step's share; promotion waits for the full size.
+        if self.ready(canary.version) < 1:
             plan.progress = (
                 reasons.WAITING_FOR_CANDIDATE,
                 f"waiting for version {canary.version} to be ready",
@@ -1205,7 +1207,9 @@ def status_plan(
     conditions.put(
         reasons.READY,
         ready,
-        reasons.SERVING if ready else plan.phase,
+        reasons.SERVING
+        if ready
+        else (reasons.NOT_SERVING if plan.phase == "Ready" else plan.phase),
         f"version {stable.version} serves all traffic" if ready and stable else message,
     )
     model_name = observed.target.model_name if observed.target else before.model_name

@@ -44,6 +44,8 @@ class Children(Protocol):
 
     def pods(self, uid: str) -> Sequence[Mapping[str, Any]]: ...
 
+    def model_version(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
 
 class ScalarQueries(Protocol):
     """A Prometheus client (`adapters.prometheus.PrometheusClient`): one value per query,
@@ -119,7 +121,7 @@ async def _reconcile(
 ) -> InferenceServiceOutcome:
     uid, namespace = str(isvc.metadata.uid), str(isvc.metadata.namespace)
     layer = traffic_layer(isvc.spec.traffic.mode)
-    resolution = await _resolve(isvc, deps)
+    resolution = await _resolve(isvc, deps, children)
     target = resolution if isinstance(resolution, plan.Target) else None
     blocked = resolution if isinstance(resolution, plan.Blocked) else None
     deployments = children.deployments(uid)
@@ -196,20 +198,14 @@ _API_VERSIONS = {"Deployment": "apps/v1", "Service": "v1"}
 
 
 async def _resolve(
-    isvc: InferenceService, deps: InferenceServiceDeps
+    isvc: InferenceService, deps: InferenceServiceDeps, children: Children
 ) -> plan.Target | plan.Blocked:
-    """The version the spec asks for. A ModelVersion is read from the API (its status says
-    Ready and approved); a registry version or alias from MLflow, at most every
+    """The version the spec asks for. A ModelVersion from the watch-fed index (its status
+    says Ready and approved); a registry version or alias from MLflow, at most every
     RESOLVE_SECONDS for one generation of the spec."""
     model = isvc.spec.model
     if model.model_version_ref is not None:
-        body = await asyncio.to_thread(
-            deps.cluster.get,
-            API_VERSION,
-            "ModelVersion",
-            str(isvc.metadata.namespace),
-            model.model_version_ref.name,
-        )
+        body = children.model_version(str(isvc.metadata.namespace), model.model_version_ref.name)
         try:
             mv = ModelVersion.from_body(body) if body is not None else None
         except ValidationError:
