@@ -23,6 +23,7 @@ def _run(args: argparse.Namespace) -> int:
         http_host=args.http_host,
         http_port=args.http_port,
         mlflow_tracking_uri=args.mlflow_tracking_uri,
+        prometheus_url=args.prometheus_url,
         log_level=args.log_level,
         log_json=not args.plain_logs,
         **({"priority": args.priority} if args.priority is not None else {}),
@@ -160,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http-host", default="0.0.0.0")
     run.add_argument("--http-port", type=int, default=8080, help="/healthz, /readyz, /metrics")
     run.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    run.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("MLCYCLE_PROMETHEUS_URL"),
+        help="Prometheus for rollout analysis queries (spec.analysis.prometheus)",
+    )
     run.add_argument("--log-level", default=os.environ.get("MLCYCLE_LOG_LEVEL", "INFO"))
     run.add_argument(
         "--plain-logs", action="store_true", help="human-readable logs instead of JSON"

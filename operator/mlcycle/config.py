@@ -25,6 +25,9 @@ class OperatorConfig(BaseModel):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
     mlflow_tracking_uri: str | None = None
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus for spec.analysis.prometheus checks of rollouts."
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_json: bool = True
 

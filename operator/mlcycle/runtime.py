@@ -18,6 +18,7 @@ from mlcycle.adapters.registry import MlflowRegistry
 from mlcycle.adapters.tracking import MlflowTracking
 from mlcycle.config import OperatorConfig
 from mlcycle.handlers.registration import OperatorContext, build_registry, configure_settings
+from mlcycle.reconcile.inferenceservice import InferenceServiceDeps
 from mlcycle.reconcile.modelversion import ModelVersionDeps
 from mlcycle.reconcile.trainingjob import TrainingDeps
 
@@ -57,6 +58,16 @@ async def run_operator(
             default_tracking_uri=config.mlflow_tracking_uri,
             metrics=metrics.registration,
         ),
+        inference_services=InferenceServiceDeps(
+            cluster=cluster,
+            registry_for=_registry_for,
+            default_tracking_uri=config.mlflow_tracking_uri,
+            metrics=metrics.rollouts,
+            # spec.analysis.prometheus runs where config.prometheus_url is set and a
+            # Prometheus client (adapters/prometheus.py) is built from it; until then the
+            # checks are skipped and the routers' own metrics decide.
+            prometheus=None,
+        ),
     )
     registry = build_registry()
     settings = configure_settings(config)
@@ -91,7 +102,6 @@ def _cluster_client() -> ClusterClient:
     return ClusterClient(new_api_client())
 
 
-@functools.cache
 @functools.cache
 def _tracking_for(tracking_uri: str) -> MlflowTracking:
     # One adapter per server for the operator's life: it remembers experiment ids.

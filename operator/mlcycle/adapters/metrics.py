@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -38,6 +38,7 @@ class OperatorMetrics:
         )
         self.training = TrainingMetrics(self.registry)
         self.registration = RegistrationMetrics(self.registry)
+        self.rollouts = RolloutMetrics(self.registry)
 
     @contextmanager
     def reconciling(self, kind: str) -> Iterator[None]:
@@ -143,3 +144,57 @@ class RegistrationMetrics:
 
     def ready(self, seconds: float) -> None:
         self.latency.observe(max(seconds, 0.0))
+
+
+ROLLOUT_OUTCOMES = ("Promoted", "RolledBack", "Aborted")
+ANALYSIS_OUTCOMES = ("Passed", "Failed", "Held")
+
+
+class RolloutMetrics:
+    """InferenceService rollouts: outcomes, durations, analysis verdicts, canary weights."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rollouts = Counter(
+            "mlcycle_rollouts_total",
+            "Finished rollouts by outcome (Promoted, RolledBack, Aborted).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ROLLOUT_OUTCOMES:
+            self.rollouts.labels(outcome=outcome)
+        self.duration = Histogram(
+            "mlcycle_rollout_duration_seconds",
+            "Start of a rollout to its promotion, rollback or abort, by outcome.",
+            ["outcome"],
+            registry=registry,
+            buckets=(5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+        )
+        self.analyses = Counter(
+            "mlcycle_rollout_analysis_total",
+            "Canary analysis verdicts by outcome (Passed, Failed, Held).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ANALYSIS_OUTCOMES:
+            self.analyses.labels(outcome=outcome)
+        self.canary_weight = Gauge(
+            "mlcycle_canary_weight_percent",
+            "Live traffic share of each InferenceService's candidate, in percent.",
+            ["namespace", "name"],
+            registry=registry,
+        )
+
+    def finished(self, outcome: str, duration_seconds: float | None) -> None:
+        self.rollouts.labels(outcome=outcome).inc()
+        if duration_seconds is not None:
+            self.duration.labels(outcome=outcome).observe(max(duration_seconds, 0.0))
+
+    def analysed(self, outcome: str) -> None:
+        self.analyses.labels(outcome=outcome).inc()
+
+    def weight(self, namespace: str, name: str, percent: int) -> None:
+        self.canary_weight.labels(namespace=namespace, name=name).set(percent)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with suppress(KeyError):
+            self.canary_weight.remove(namespace, name)

@@ -10,11 +10,21 @@ import kopf
 
 from mlcycle.adapters.kube import kube_configuration
 from mlcycle.adapters.metrics import OperatorMetrics
-from mlcycle.api.v1alpha1 import GROUP, KINDS, VERSION, CustomResource, ModelVersion, TrainingJob
+from mlcycle.api.v1alpha1 import (
+    GROUP,
+    KINDS,
+    VERSION,
+    CustomResource,
+    InferenceService,
+    ModelVersion,
+    TrainingJob,
+)
 from mlcycle.config import OperatorConfig
 from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.handlers.inferenceservice import register_inferenceservice
 from mlcycle.handlers.modelversion import register_modelversion
 from mlcycle.handlers.trainingjob import register_trainingjob
+from mlcycle.reconcile.inferenceservice import InferenceServiceDeps
 from mlcycle.reconcile.modelversion import ModelVersionDeps
 from mlcycle.reconcile.trainingjob import TrainingDeps
 
@@ -29,6 +39,7 @@ class OperatorContext:
     metrics: OperatorMetrics
     training: TrainingDeps
     model_versions: ModelVersionDeps
+    inference_services: InferenceServiceDeps
 
 
 def configure_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -91,6 +102,8 @@ def build_registry() -> kopf.OperatorRegistry:
             register_trainingjob(registry)
         elif kind is ModelVersion:
             register_modelversion(registry)
+        elif kind is InferenceService:
+            register_inferenceservice(registry)
         else:
             _register_kind(registry, kind)
     return registry

@@ -108,6 +108,14 @@ class GatewaySettings(ApiModel):
     ] = Field(default_factory=list)
 
 
+class RouterSpec(WorkloadTemplate):
+    """The router pods of `traffic.mode: router`."""
+
+    image: str | None = Field(None, min_length=1, max_length=1024)
+    """Router image; mlcycle's own when unset."""
+    replicas: int = Field(1, ge=1, le=100)
+
+
 class Traffic(ApiModel):
     """How requests are split between stable and candidate."""
 
@@ -123,6 +131,8 @@ class Traffic(ApiModel):
     """router: mlcycle's router, exact weights, shadow and A/B without a mesh; gateway-api:
     an HTTPRoute on `gateway.parentRef`; replicas: replica-ratio split on one Service."""
     gateway: GatewaySettings | None = None
+    router: RouterSpec = Field(default_factory=RouterSpec)
+    """The router's pods (mode router)."""
 
 
 class AbTest(ApiModel):
@@ -258,6 +268,35 @@ class AnalysisResult(ApiModel):
     """Which check failed, with its value and threshold."""
 
 
+class CounterSample(ApiModel):
+    """The cumulative counters an analysis compares (the candidate's in the routers, and
+    the predicted classes of both versions in the model servers) when its interval began.
+
+    Kept in status so a restarted operator computes the same interval's deltas."""
+
+    requests: float = 0
+    errors: float = 0
+    """Requests answered with a 5xx."""
+    latency_buckets: dict[str, float] = Field(default_factory=dict)
+    """Cumulative histogram counts by upper bound (`le`), in seconds."""
+    shadow_requests: float = 0
+    shadow_failures: float = 0
+    """Mirrored requests that got no answer or a non-2xx one."""
+    shadow_comparisons: float = 0
+    shadow_agreements: float = 0
+    candidate_predictions: dict[str, float] = Field(default_factory=dict)
+    """Predictions of the candidate by `<output>=<class>` (classifiers; with `driftMax`)."""
+    stable_predictions: dict[str, float] = Field(default_factory=dict)
+
+
+class RejectedVersion(ApiModel):
+    """A version rolled back or aborted: not tried again for this generation of the spec."""
+
+    version: str
+    generation: int | None = None
+    reason: str | None = Field(None, max_length=1024)
+
+
 class TrackStatus(ApiModel):
     """One served version (stable or canary) and, for the canary, its rollout clock."""
 
@@ -275,6 +314,11 @@ class TrackStatus(ApiModel):
     """Kept in status so a restarted operator resumes the same step with the same timer."""
     failed_checks: int | None = Field(None, ge=0)
     last_analysis: AnalysisResult | None = None
+    started_at: datetime.datetime | None = None
+    """When this version's rollout began."""
+    baseline: CounterSample | None = None
+    promoting: bool | None = None
+    """Promotion decided; waiting for the candidate to reach the stable's size."""
 
 
 class RolloutRecord(ApiModel):
@@ -294,6 +338,8 @@ class InferenceServiceStatus(StatusBase):
     canary: TrackStatus | None = None
     history: Annotated[list[RolloutRecord], Field(max_length=20)] = Field(default_factory=list)
     """The latest rollouts, oldest dropped first."""
+    rejected: RejectedVersion | None = None
+    """The version last rolled back; `mlcycle.dev/retry` or a spec change clears it."""
 
 
 class InferenceService(CustomResource):

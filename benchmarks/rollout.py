@@ -1,0 +1,238 @@
+"""InferenceService rollouts on the full local stack (operator, router and model servers as
+real processes, MLflow and S3):
+
+- `promotion_3_steps_10s_s`: from the spec naming a new good version to the status saying
+  it is stable, for a 3-step canary (10, 25, 50 %) with a 10 s interval under steady load.
+  The floor is the candidate's start-up plus 3 intervals.
+- `decision_to_stable_s`: from the rollback decision (the RolledBack record's end time) to
+  the last request answered by (or failed on) the bad candidate: how long clients still
+  meet it once the operator has decided. Target: within 2 s.
+- `decision_after_threshold_s`: from the end of the interval in which the failing check
+  reached `failureThreshold` to the decision; target: within one interval.
+
+Requests go to the router pod's address, as in the integration tests; every instant is wall
+clock time in this process or in the operator's status (same machine, same clock).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from benchmarks.record import record
+from mlcycle.dev.cluster import LocalStack
+from mlcycle.dev.toolchain import pinned_versions
+
+NAMESPACE = "bench-rollout"
+NAME = "iris"
+INTERVAL_S = 10
+TIMEOUT_S = 300
+
+BAD_MODEL_CODE = """
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Bad(PythonModel):
+    def predict(self, context, model_input, params=None):
+        if (model_input["petal length (cm)"] > 4.0).any():
+            raise ValueError("feature pipeline broke on long petals")
+        return [0] * len(model_input)
+
+
+mlflow.models.set_model(Bad())
+"""
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="mlcycle-bench-") as state_dir:
+        stack = LocalStack(Path(state_dir))
+        stack.up()
+        try:
+            results = _measure(stack, Path(state_dir))
+        finally:
+            stack.down()
+    path = record(
+        "rollout", results, {"kubernetes_control_plane": pinned_versions()["KUBERNETES_VERSION"]}
+    )
+    print(path.read_text())
+
+
+def _register(stack: LocalStack, workdir: Path) -> tuple[str, list[list[float]]]:
+    import mlflow
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    name = f"iris-bench-{uuid.uuid4().hex[:6]}"
+    mlflow.set_tracking_uri(stack.env()["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(name)
+    features, labels = load_iris(return_X_y=True, as_frame=True)
+    signature = infer_signature(features, labels)
+    for regularisation in (1.0, 0.5):
+        model = LogisticRegression(C=regularisation, max_iter=500).fit(features, labels)
+        with mlflow.start_run():
+            mlflow.sklearn.log_model(
+                model, name="model", signature=signature, registered_model_name=name
+            )
+    code = workdir / "bad_model.py"
+    code.write_text(BAD_MODEL_CODE)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            signature=infer_signature(features, pd.Series([0] * len(features))),
+            registered_model_name=name,
+        )
+    return name, features.to_numpy().tolist()
+
+
+class _Load:
+    def __init__(self, url: str, model: str, rows: list[list[float]]) -> None:
+        self.url, self.model, self.rows = url, model, rows
+        self.answers: list[tuple[float, str, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        chooser = random.Random(7)
+        session = requests.Session()
+        while not self.stop.is_set():
+            tensor = {"name": "x", "shape": [1, 4], "datatype": "FP64"}
+            tensor["data"] = chooser.choice(self.rows)
+            try:
+                response = session.post(
+                    f"{self.url}/v2/models/{self.model}/infer",
+                    json={"inputs": [tensor]},
+                    timeout=10,
+                )
+                version = str(response.json().get("model_version")) if response.ok else "?"
+                self.answers.append((time.time(), version, response.status_code))
+            except requests.RequestException:
+                self.answers.append((time.time(), "?", 0))
+            time.sleep(0.01)
+
+
+def _status(stack: LocalStack) -> dict[str, Any]:
+    found = json.loads(stack.kubectl("get", "mlisvc", NAME, "-n", NAMESPACE, "-o", "json"))
+    status: dict[str, Any] = found.get("status") or {}
+    return status
+
+
+def _wait(stack: LocalStack, what: str, done: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = _status(stack)
+        if done(status):
+            return status
+        time.sleep(0.2)
+    raise TimeoutError(f"{what}: last status {json.dumps(_status(stack))[:2000]}")
+
+
+def _router_url(stack: LocalStack) -> str:
+    pods = json.loads(
+        stack.kubectl(
+            "get", "pods", "-n", NAMESPACE, "-o", "json",
+            "-l", f"mlcycle.dev/inferenceservice={NAME},mlcycle.dev/component=router",
+        )
+    )["items"]  # fmt: skip
+    return f"http://{pods[0]['status']['podIP']}:8080"
+
+
+def _set_version(stack: LocalStack, version: int) -> float:
+    patch = json.dumps({"spec": {"model": {"version": version}}})
+    before = time.time()
+    stack.kubectl("patch", "mlisvc", NAME, "-n", NAMESPACE, "--type=merge", "-p", patch)
+    return before
+
+
+def _timestamp(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _measure(stack: LocalStack, workdir: Path) -> dict[str, Any]:
+    model, rows = _register(stack, workdir)
+    stack.install_crds()
+    stack.kubectl("create", "namespace", NAMESPACE)
+    stack.start_operator(NAMESPACE)
+    manifest = {
+        "apiVersion": "mlcycle.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": NAME, "namespace": NAMESPACE},
+        "spec": {
+            "model": {"name": model, "version": 1},
+            "traffic": {
+                "router": {"env": [{"name": "KUBECONFIG", "value": str(stack.kubeconfig)}]}
+            },
+            "rollout": {"steps": [10, 25, 50], "interval": f"{INTERVAL_S}s"},
+            "analysis": {"minRequests": 10, "successRateMin": 0.95, "failureThreshold": 1},
+        },
+    }
+    path = workdir / "isvc.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    stack.kubectl("apply", "-f", str(path))
+    _wait(stack, "version 1 Ready", lambda s: s.get("phase") == "Ready")
+    load = _Load(_router_url(stack), model, rows)
+    thread = threading.Thread(target=load.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(2)
+        asked = _set_version(stack, 2)
+        promoted = _wait(
+            stack,
+            "version 2 promoted",
+            lambda s: s.get("phase") == "Ready" and (s.get("stable") or {}).get("version") == "2",
+        )
+        promoted_at = time.time()
+        record_2 = promoted["history"][-1]
+        candidate_started = _timestamp(record_2["startTime"])
+        time.sleep(2)
+        asked_bad = _set_version(stack, 3)
+        step_starts: list[str] = []
+
+        def rolled_back(status: dict[str, Any]) -> bool:
+            started = (status.get("canary") or {}).get("stepStartedAt")
+            if started:
+                step_starts.append(started)
+            return status.get("phase") == "RolledBack"
+
+        rolled = _wait(stack, "version 3 rolled back", rolled_back)
+        record_3 = rolled["history"][-1]
+        decided_at = _timestamp(record_3["endTime"])
+        time.sleep(5)
+    finally:
+        load.stop.set()
+        thread.join(timeout=15)
+    bad_answers = [at for at, version, code in load.answers if version == "3" or code != 200]
+    last_bad = max((at for at in bad_answers if at >= asked_bad), default=decided_at)
+    # The interval whose analysis failed began at the last step start seen.
+    interval_end = _timestamp(step_starts[-1]) + INTERVAL_S if step_starts else None
+    after = [a for a in load.answers if a[0] > decided_at + 2]
+    return {
+        "promotion_3_steps_10s_s": round(promoted_at - asked, 2),
+        "promotion_from_rollout_start_s": round(
+            _timestamp(record_2["endTime"]) - candidate_started, 2
+        ),
+        "decision_to_stable_s": round(max(0.0, last_bad - decided_at), 3),
+        "rollback_from_spec_change_s": round(decided_at - asked_bad, 2),
+        "requests_after_decision_plus_2s": len(after),
+        "requests_after_decision_plus_2s_not_on_stable": sum(
+            1 for _, version, code in after if version != "2" or code != 200
+        ),
+        "decision_after_threshold_s": (
+            round(decided_at - interval_end, 3) if interval_end is not None else None
+        ),
+        "interval_s": INTERVAL_S,
+    }

@@ -1,0 +1,128 @@
+"""kopf registrations for InferenceService and the Deployments and pods it owns; bodies
+only delegate.
+
+Deployments and pods are kept in kopf indexes fed by the watches: a rollout tick reads its
+children from memory, and the routers' metrics only when an analysis is due.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from mlcycle.api.v1alpha1 import GROUP, VERSION, InferenceService, ModelVersion
+from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.plan.inferenceservice import ISVC_UID_LABEL
+from mlcycle.reconcile.inferenceservice import (
+    InferenceServiceDeps,
+    forget_inferenceservice,
+    reconcile_inferenceservice,
+)
+
+# The rollout clock: a step decision is made within this long of its interval ending, and
+# a Deployment becoming ready is noticed within it. Each tick reads only the indexes.
+TICK_SECONDS = 1.0
+
+DEPLOYMENTS_INDEX = "inferenceservice_deployments"
+PODS_INDEX = "inferenceservice_pods"
+MODEL_VERSIONS_INDEX = "inferenceservice_modelversions"
+
+_ONE_OF_OURS = {ISVC_UID_LABEL: kopf.PRESENT}
+
+
+class IndexedChildren:
+    def __init__(
+        self,
+        deployments: kopf.Index[Any, Any],
+        pods: kopf.Index[Any, Any],
+        model_versions: kopf.Index[Any, Any],
+    ) -> None:
+        self._deployments = deployments
+        self._pods = pods
+        self._model_versions = model_versions
+
+    def model_version(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        key = (namespace, name)
+        return next(iter(self._model_versions[key]), None) if key in self._model_versions else None
+
+    def deployments(self, uid: str) -> Sequence[Mapping[str, Any]]:
+        return list(self._deployments[uid]) if uid in self._deployments else []
+
+    def pods(self, uid: str) -> Sequence[Mapping[str, Any]]:
+        return list(self._pods[uid]) if uid in self._pods else []
+
+
+def _deps(memo: Any) -> InferenceServiceDeps:
+    deps: InferenceServiceDeps = memo.context.inference_services
+    return deps
+
+
+async def _reconcile_body(
+    body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any], patch: kopf.Patch | None
+) -> None:
+    try:
+        isvc = InferenceService.from_body(body)
+    except ValidationError:
+        if patch is not None:
+            record_acceptance(InferenceService, cast(kopf.Body, body), patch)  # InvalidSpec
+        return
+    children = IndexedChildren(
+        indexes[DEPLOYMENTS_INDEX], indexes[PODS_INDEX], indexes[MODEL_VERSIONS_INDEX]
+    )
+    outcome = await reconcile_inferenceservice(
+        isvc, _deps(memo), children, datetime.datetime.now(datetime.UTC)
+    )
+    for event in outcome.events:
+        kopf.event(
+            cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message
+        )
+
+
+def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
+    plural = InferenceService.plural()
+
+    @kopf.index(
+        "apps", "v1", "deployments", registry=registry, labels=_ONE_OF_OURS, id=DEPLOYMENTS_INDEX
+    )
+    def index_deployment(labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {labels[ISVC_UID_LABEL]: body}
+
+    @kopf.index("", "v1", "pods", registry=registry, labels=_ONE_OF_OURS, id=PODS_INDEX)
+    def index_pod(labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {labels[ISVC_UID_LABEL]: body}
+
+    @kopf.index(GROUP, VERSION, ModelVersion.plural(), registry=registry, id=MODEL_VERSIONS_INDEX)
+    def index_model_version(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[Any, Any]:
+        return {(namespace, name): body}
+
+    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        with memo.context.metrics.reconciling("InferenceService"):
+            await _reconcile_body(body, memo, kwargs, patch)
+
+    for cause, register in (
+        ("create", kopf.on.create),
+        ("update", kopf.on.update),
+        ("resume", kopf.on.resume),
+    ):
+        register(GROUP, VERSION, plural, registry=registry, id=f"isvc-{cause}")(on_change)
+
+    # Annotations (promote, abort, retry) do not reach update handlers (kopf diffs the
+    # spec); the tick picks them up within TICK_SECONDS.
+    @kopf.timer(GROUP, VERSION, plural, registry=registry, interval=TICK_SECONDS, id="isvc-tick")
+    async def tick(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        with memo.context.metrics.reconciling("InferenceService"):
+            await _reconcile_body(body, memo, kwargs, None)
+
+    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="isvc-delete", optional=True)
+    async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
+        try:
+            isvc = InferenceService.from_body(body)
+        except ValidationError:
+            return
+        forget_inferenceservice(isvc, _deps(memo))

@@ -1,0 +1,528 @@
+"""InferenceService planning: the rollout state machine on an injected clock, replica
+maths, model resolution from a ModelVersion, router mode's children, and status."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from mlcycle.api.v1alpha1 import InferenceService, ModelVersion
+from mlcycle.api.v1alpha1.inferenceservice import (
+    CounterSample,
+    InferenceServiceStatus,
+    TrackStatus,
+)
+from mlcycle.dataplane.router.config import RouterConfig
+from mlcycle.plan import reasons
+from mlcycle.plan.inferenceservice import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    Blocked,
+    Observed,
+    RolloutPlan,
+    Target,
+    analysis_due,
+    desired_replicas,
+    merge_patch,
+    plan_rollout,
+    router_children,
+    router_config,
+    server_children,
+    stale_server_children,
+    status_plan,
+    target_from_model_version,
+)
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+MODEL = "iris"
+
+
+def _at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def _isvc(
+    status: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+    generation: int = 2,
+    **spec: Any,
+) -> InferenceService:
+    body: dict[str, Any] = {
+        "metadata": {
+            "name": "iris",
+            "namespace": "team-a",
+            "uid": "uid-1",
+            "generation": generation,
+            "annotations": annotations or {},
+        },
+        "spec": {
+            "model": {"name": MODEL, "version": 2},
+            "rollout": {"steps": [10, 50], "interval": "1m"},
+            "analysis": {"minRequests": 10, "successRateMin": 0.95, "failureThreshold": 2},
+            "registry": {"promoteAlias": "champion"},
+            **spec,
+        },
+    }
+    if status is not None:
+        body["status"] = status
+    return InferenceService.model_validate(body)
+
+
+def _stable(version: str = "1") -> dict[str, Any]:
+    return {"version": version, "modelUri": f"models:/{MODEL}/{version}", "weight": 100}
+
+
+def _canary(version: str = "2", **fields: Any) -> dict[str, Any]:
+    return {
+        "version": version,
+        "modelUri": f"models:/{MODEL}/{version}",
+        "weight": 0,
+        "step": 0,
+        "failedChecks": 0,
+        "startedAt": T0.isoformat(),
+        **fields,
+    }
+
+
+def _sample(requests: float, errors: float = 0) -> CounterSample:
+    return CounterSample(
+        requests=requests, errors=errors, latency_buckets={"0.05": requests, "+Inf": requests}
+    )
+
+
+def _observed(
+    version: str = "2",
+    ready: dict[str, int] | None = None,
+    sample: CounterSample | None = None,
+) -> Observed:
+    return Observed(
+        target=Target(MODEL, version),
+        ready_replicas=ready if ready is not None else {"1": 1, "2": 1},
+        router_ready=1,
+        canary_sample=sample,
+    )
+
+
+def _step(isvc: InferenceService, observed: Observed, seconds: float) -> InferenceService:
+    """One pass and the status it writes, as the next pass will read it."""
+    plan = plan_rollout(isvc, observed, _at(seconds))
+    written = status_plan(isvc, observed, plan, _at(seconds))
+    before = (
+        isvc.status.model_dump(mode="json", by_alias=True, exclude_none=True) if isvc.status else {}
+    )
+    merged = _apply_merge_patch(before, written.status)
+    return isvc.model_copy(update={"status": InferenceServiceStatus.model_validate(merged)})
+
+
+def _apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _apply_merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# --- The state machine ----------------------------------------------------------------------
+
+
+def test_first_version_is_deployed_then_ready() -> None:
+    isvc = _isvc(model={"name": MODEL, "version": 1})
+    plan = plan_rollout(isvc, _observed("1", ready={}), T0)
+    assert plan.stable is not None
+    assert (plan.stable.version, plan.stable.weight) == ("1", 100)
+    assert plan.canary is None
+    assert plan.phase == "Progressing"
+    assert [e.reason for e in plan.events] == [reasons.DEPLOYING]
+    isvc = _step(isvc, _observed("1", ready={}), 0)
+    assert plan_rollout(isvc, _observed("1", ready={"1": 1}), _at(5)).phase == "Ready"
+
+
+def test_canary_walks_its_steps_and_promotes() -> None:
+    isvc = _isvc(status={"stable": _stable()})
+    # New version: a candidate, waiting for its pods.
+    waiting = _observed(ready={"1": 1})
+    plan = plan_rollout(isvc, waiting, T0)
+    assert plan.canary is not None
+    assert (plan.canary.version, plan.canary.weight, plan.canary.step_started_at) == ("2", 0, None)
+    assert plan.progress[0] == reasons.WAITING_FOR_CANDIDATE
+    isvc = _step(isvc, waiting, 0)
+    # Ready: step 1 starts with its weight and the counters at its start.
+    isvc = _step(isvc, _observed(sample=_sample(0)), 5)
+    canary = isvc.status.canary  # type: ignore[union-attr]
+    assert canary is not None
+    assert (canary.step, canary.weight, canary.step_started_at) == (0, 10, _at(5))
+    assert canary.baseline == _sample(0)
+    # Within the interval nothing moves.
+    assert plan_rollout(isvc, _observed(sample=_sample(50)), _at(30)).canary == canary
+    # Interval over, analysis passes: step 2.
+    isvc = _step(isvc, _observed(sample=_sample(100)), 65)
+    canary = isvc.status.canary  # type: ignore[union-attr]
+    assert canary is not None
+    assert (canary.step, canary.weight, canary.step_started_at) == (1, 50, _at(65))
+    assert canary.last_analysis is not None
+    assert canary.last_analysis.outcome == "Passed"
+    assert canary.last_analysis.requests == 100
+    # Last step passes: promoted, registry written, history recorded.
+    plan = plan_rollout(isvc, _observed(sample=_sample(300)), _at(125))
+    assert plan.canary is None
+    assert plan.stable is not None
+    assert (plan.stable.version, plan.stable.weight) == ("2", 100)
+    assert plan.phase == "Ready"
+    assert plan.registry_writes[0].alias == "champion"
+    assert plan.registry_writes[0].tags == {"rollout": "promoted"}
+    assert plan.history[-1].outcome == "Promoted"
+    assert plan.outcome is not None
+    assert plan.outcome.duration_seconds == 125
+    assert reasons.PROMOTED in [e.reason for e in plan.events]
+
+
+@pytest.mark.parametrize(
+    ("sample", "outcome", "failed_checks", "step"),
+    [
+        (_sample(3), "Held", 0, 0),  # too few requests: held, not failed
+        (None, "Held", 0, 0),  # router unreadable: held
+        (_sample(100, errors=20), "Failed", 1, 0),  # below threshold: counted, same step
+        (_sample(100), "Passed", 0, 1),
+    ],
+)
+def test_one_analysis(
+    sample: CounterSample | None, outcome: str, failed_checks: int, step: int
+) -> None:
+    started = _canary(weight=10, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
+    isvc = _isvc(status={"stable": _stable(), "canary": started})
+    plan = plan_rollout(isvc, _observed(sample=sample), _at(60))
+    assert plan.canary is not None
+    assert plan.analysis is not None
+    assert plan.analysis.outcome == outcome
+    assert plan.canary.failed_checks == failed_checks
+    assert plan.canary.step == step
+    assert plan.canary.step_started_at == _at(60)  # the next interval starts now
+
+
+def test_failure_threshold_rolls_back_and_the_version_stays_rejected() -> None:
+    failing = _canary(
+        weight=10, stepStartedAt=T0.isoformat(), failedChecks=1, baseline={"requests": 0}
+    )
+    isvc = _isvc(status={"stable": _stable(), "canary": failing})
+    plan = plan_rollout(isvc, _observed(sample=_sample(100, errors=30)), _at(60))
+    assert plan.canary is None
+    assert plan.phase == "RolledBack"
+    assert plan.rejected is not None
+    assert plan.rejected.version == "2"
+    assert plan.rejected.reason is not None
+    assert "success rate 0.700" in plan.rejected.reason
+    assert plan.registry_writes[0].tags["rollout"] == "failed"
+    assert "success rate" in plan.registry_writes[0].tags["rollout.reason"]
+    assert plan.history[-1].outcome == "RolledBack"
+    assert router_config(isvc, plan).weights == {"stable": 100}
+    rolled = _step(isvc, _observed(sample=_sample(100, errors=30)), 60)
+    # The next passes leave it be: same generation, same version.
+    later = plan_rollout(rolled, _observed(), _at(300))
+    assert later.canary is None
+    assert later.phase == "RolledBack"
+    # A new generation of the spec (or mlcycle.dev/retry) tries it again.
+    edited = rolled.model_copy(
+        update={"metadata": rolled.metadata.model_copy(update={"generation": 3})}
+    )
+    assert plan_rollout(edited, _observed(), _at(300)).canary is not None
+    retried = rolled.model_copy(
+        update={
+            "metadata": rolled.metadata.model_copy(update={"annotations": {RETRY_ANNOTATION: "1"}})
+        }
+    )
+    plan = plan_rollout(retried, _observed(), _at(300))
+    assert plan.canary is not None
+    assert plan.clear_annotations == [RETRY_ANNOTATION]
+
+
+def test_annotations_promote_and_abort_at_once() -> None:
+    running = _canary(weight=10, stepStartedAt=T0.isoformat())
+    promote = _isvc(status={"stable": _stable(), "canary": running},
+                    annotations={PROMOTE_ANNOTATION: "true"})  # fmt: skip
+    plan = plan_rollout(promote, _observed(), _at(1))
+    assert plan.stable is not None
+    assert plan.stable.version == "2"
+    assert plan.clear_annotations == [PROMOTE_ANNOTATION]
+    abort = _isvc(status={"stable": _stable(), "canary": running},
+                  annotations={ABORT_ANNOTATION: "true"})  # fmt: skip
+    plan = plan_rollout(abort, _observed(), _at(1))
+    assert plan.canary is None
+    assert plan.history[-1].outcome == "Aborted"
+    assert plan.rejected is not None
+    assert plan.clear_annotations == [ABORT_ANNOTATION]
+
+
+def test_paused_holds_the_step() -> None:
+    running = _canary(weight=10, stepStartedAt=T0.isoformat())
+    isvc = _isvc(status={"stable": _stable(), "canary": running}, paused=True)
+    plan = plan_rollout(isvc, _observed(sample=_sample(500)), _at(600))
+    assert plan.phase == "Paused"
+    assert plan.analysis is None
+    assert plan.canary is not None
+    assert plan.canary.step == 0
+
+
+def test_promotion_waits_for_the_candidate_to_reach_full_size() -> None:
+    running = _canary(weight=50, step=1, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
+    isvc = _isvc(
+        status={"stable": _stable(), "canary": running},
+        server={"replicas": 4},
+        rollout={"steps": [10, 50], "interval": "1m", "capacity": "neutral"},
+    )
+    plan = plan_rollout(isvc, _observed(ready={"1": 2, "2": 2}, sample=_sample(100)), _at(60))
+    assert plan.phase == "Promoting"
+    assert plan.canary is not None
+    assert plan.canary.promoting
+    assert desired_replicas(isvc, plan) == {"1": 2, "2": 4}
+    promoting = _step(isvc, _observed(ready={"1": 2, "2": 2}, sample=_sample(100)), 60)
+    plan = plan_rollout(promoting, _observed(ready={"1": 2, "2": 4}), _at(70))
+    assert plan.stable is not None
+    assert plan.stable.version == "2"
+    assert desired_replicas(promoting, plan) == {"2": 4}
+
+
+@pytest.mark.parametrize(
+    ("capacity", "replicas", "weight_step", "expected"),
+    [
+        ("surge", 4, 0, {"1": 4, "2": 4}),
+        ("neutral", 4, 0, {"1": 3, "2": 1}),  # 10% of 4 rounds up to one pod
+        ("neutral", 4, 1, {"1": 2, "2": 2}),  # 50%
+        ("neutral", 1, 1, {"1": 1, "2": 1}),  # the stable never drops below one pod
+    ],
+)
+def test_capacity(capacity: str, replicas: int, weight_step: int, expected: dict[str, int]) -> None:
+    isvc = _isvc(
+        server={"replicas": replicas},
+        rollout={"steps": [10, 50], "interval": "1m", "capacity": capacity},
+    )
+    plan = RolloutPlan(
+        stable=isvc.status.stable if isvc.status else None,
+        canary=None,
+        rejected=None,
+        history=[],
+        phase="Progressing",
+    )
+    plan.stable = TrackStatus(version="1", weight=100)
+    plan.canary = TrackStatus(version="2", step=weight_step, weight=0)
+    assert desired_replicas(isvc, plan) == expected
+
+
+def test_immediate_promotes_once_ready_and_shadow_mirrors_its_steps() -> None:
+    immediate = _isvc(status={"stable": _stable()}, rollout={"strategy": "Immediate"})
+    plan = plan_rollout(immediate, _observed(), T0)
+    assert plan.stable is not None
+    assert plan.stable.version == "2"
+    shadow = _isvc(
+        status={"stable": _stable()},
+        rollout={"strategy": "Shadow", "steps": [100], "interval": "1m"},
+    )
+    isvc = _step(shadow, _observed(sample=_sample(0)), 0)
+    assert isvc.status is not None
+    config = router_config(isvc, plan_rollout(isvc, _observed(), _at(1)))
+    assert config.weights == {"stable": 100, "canary": 0}
+    assert config.shadow is not None
+    assert (config.shadow.backend, config.shadow.percent) == ("canary", 100)
+
+
+def test_ab_test_pins_the_header_and_waits_for_promotion() -> None:
+    running = _canary(weight=20, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
+    isvc = _isvc(
+        status={"stable": _stable(), "canary": running},
+        rollout={
+            "strategy": "ABTest",
+            "interval": "1m",
+            "abTest": {"headerName": "x-group", "headerValue": "b", "weight": 20},
+        },
+    )
+    plan = plan_rollout(isvc, _observed(sample=_sample(100)), _at(60))
+    assert plan.canary is not None
+    assert plan.progress[0] == reasons.AWAITING_PROMOTION
+    config = router_config(isvc, plan)
+    assert config.weights == {"stable": 80, "canary": 20}
+    assert [(r.header, r.value, r.backend) for r in config.header_routes] == [
+        ("x-group", "b", "canary")
+    ]
+
+
+def test_a_new_version_supersedes_the_candidate_and_a_return_to_stable_ends_it() -> None:
+    running = _canary(weight=10, stepStartedAt=T0.isoformat())
+    isvc = _isvc(
+        status={"stable": _stable(), "canary": running}, model={"name": MODEL, "version": 3}
+    )
+    plan = plan_rollout(isvc, _observed("3"), _at(1))
+    assert plan.canary is not None
+    assert plan.canary.version == "3"
+    assert plan.history[-1].outcome == "Aborted"
+    assert plan.rejected is None
+    back = _isvc(
+        status={"stable": _stable(), "canary": running}, model={"name": MODEL, "version": 1}
+    )
+    plan = plan_rollout(back, _observed("1"), _at(1))
+    assert plan.canary is None
+    assert plan.phase == "Ready"
+
+
+def test_blocked_model_keeps_the_stable_serving() -> None:
+    isvc = _isvc(status={"stable": _stable()})
+    blocked = Observed(
+        target=None, blocked=Blocked(reasons.AWAITING_APPROVAL, "needs approval"),
+        ready_replicas={"1": 1}, router_ready=1,
+    )  # fmt: skip
+    plan = plan_rollout(isvc, blocked, T0)
+    assert plan.phase == "Ready"
+    assert plan.canary is None
+    written = status_plan(isvc, blocked, plan, T0)
+    resolved = next(c for c in written.status["conditions"] if c["type"] == "ModelResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", reasons.AWAITING_APPROVAL)
+
+
+def test_restart_resumes_the_same_step_with_the_same_timer() -> None:
+    """Everything the next decision needs is in status: two planners agree."""
+    running = _canary(weight=10, stepStartedAt=T0.isoformat(), baseline={"requests": 40})
+    isvc = _isvc(status={"stable": _stable(), "canary": running})
+    assert not analysis_due(isvc, _at(59))
+    assert analysis_due(isvc, _at(60))
+    first = plan_rollout(isvc, _observed(sample=_sample(140)), _at(61))
+    again = plan_rollout(isvc, _observed(sample=_sample(140)), _at(61))
+    assert first.canary == again.canary
+    assert first.canary is not None
+    assert first.canary.last_analysis is not None
+    assert first.canary.last_analysis.requests == 100  # 140 minus the baseline kept in status
+
+
+# --- Resolution, children, status ---------------------------------------------------------
+
+
+def _mv(phase: str = "Ready", approval: dict[str, Any] | None = None) -> ModelVersion:
+    spec: dict[str, Any] = {"modelName": MODEL, "source": {"version": 4}}
+    if approval is not None:
+        spec["approval"] = approval
+    return ModelVersion.model_validate(
+        {"metadata": {"name": "mv"}, "spec": spec, "status": {"phase": phase, "version": "4"}}
+    )
+
+
+def test_model_version_reference() -> None:
+    isvc = _isvc(model={"modelVersionRef": {"name": "mv"}})
+    assert target_from_model_version(isvc, _mv()) == Target(MODEL, "4", "mv")
+    unapproved = target_from_model_version(isvc, _mv(approval={"required": True}))
+    assert isinstance(unapproved, Blocked)
+    assert unapproved.reason == reasons.AWAITING_APPROVAL
+    approved = _mv(approval={"required": True, "approvedBy": "alice"})
+    assert target_from_model_version(isvc, approved) == Target(MODEL, "4", "mv")
+    pending = target_from_model_version(isvc, _mv(phase="Registering"))
+    assert isinstance(pending, Blocked)
+    assert pending.reason == reasons.MODEL_VERSION_NOT_READY
+    missing = target_from_model_version(isvc, None)
+    assert isinstance(missing, Blocked)
+    assert missing.reason == reasons.MODEL_VERSION_NOT_FOUND
+
+
+def test_router_mode_children() -> None:
+    running = _canary(weight=10, stepStartedAt=T0.isoformat())
+    isvc = _isvc(status={"stable": _stable(), "canary": running}, server={"replicas": 2})
+    plan = plan_rollout(isvc, _observed(), _at(1))
+    servers = server_children(isvc, plan, MODEL, "http://mlflow:5000")
+    kinds = [(c["kind"], c["metadata"]["name"]) for c in servers]
+    assert kinds == [
+        ("Service", "iris-v1"),
+        ("Deployment", "iris-v1"),
+        ("Service", "iris-v2"),
+        ("Deployment", "iris-v2"),
+    ]
+    deployment = servers[3]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:6] == [
+        "serve",
+        "--model-uri=models:/iris/2",
+        "--model-name=iris",
+        "--model-version=2",
+        "--host=$(POD_IP)",
+        "--port=8080",
+    ]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in container["env"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    routers = router_children(isvc, plan)
+    assert [c["kind"] for c in routers] == [
+        "ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "ConfigMap",
+    ]  # fmt: skip
+    config = RouterConfig.from_text(routers[-1]["data"]["router.yaml"])
+    assert config.weights == {"stable": 90, "canary": 10}
+    assert config.backends["canary"].service == "iris-v2"
+    args = routers[4]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--configmap=iris-router" in args
+    assert "--admin-host=$(POD_IP)" in args
+    # Once promoted, version 1's Deployment and Service are stale.
+    observed_deployments = [
+        {"metadata": {"name": f"iris-v{v}", "labels": {
+            "mlcycle.dev/component": "server", "mlcycle.dev/model-version": v}}}
+        for v in ("1", "2")
+    ]  # fmt: skip
+    promoted = plan_rollout(
+        isvc.model_copy(
+            update={
+                "metadata": isvc.metadata.model_copy(
+                    update={"annotations": {PROMOTE_ANNOTATION: ""}}
+                )
+            }
+        ),
+        _observed(ready={"1": 2, "2": 2}),
+        _at(2),
+    )
+    assert stale_server_children(observed_deployments, promoted) == [
+        ("Deployment", "iris-v1"),
+        ("Service", "iris-v1"),
+    ]
+
+
+def test_autoscaled_stable_leaves_replicas_to_the_hpa() -> None:
+    isvc = _isvc(status={"stable": _stable()}, server={"minReplicas": 2, "maxReplicas": 5},
+                 model={"name": MODEL, "version": 1})  # fmt: skip
+    plan = plan_rollout(isvc, _observed("1"), T0)
+    children = server_children(isvc, plan, MODEL, None)
+    deployment = next(c for c in children if c["kind"] == "Deployment")
+    assert "replicas" not in deployment["spec"]
+    hpa = next(c for c in children if c["kind"] == "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "iris-v1"
+
+
+def test_status_conditions_and_a_patch_that_clears_what_is_gone() -> None:
+    running = _canary(weight=10, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
+    isvc = _isvc(status={"stable": _stable(), "canary": running, "phase": "Progressing"},
+                 annotations={PROMOTE_ANNOTATION: "1"})  # fmt: skip
+    observed = _observed()
+    plan = plan_rollout(isvc, observed, _at(1))
+    written = status_plan(isvc, observed, plan, _at(1))
+    assert written.changed
+    assert written.status["canary"] is None  # merge patch: null removes it
+    assert written.status["phase"] == "Ready"
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in written.status["conditions"]}
+    assert conditions["Ready"] == ("True", reasons.SERVING)
+    assert conditions["TrafficAvailable"] == ("True", reasons.SERVING)
+    assert conditions["Progressing"][0] == "False"
+    assert conditions["RolledBack"] == ("False", reasons.NO_ROLLBACK)
+    # A pass that changes nothing writes nothing.
+    settled = _step(isvc, observed, 1)
+    settled = settled.model_copy(
+        update={"metadata": settled.metadata.model_copy(update={"annotations": {}})}
+    )
+    again = status_plan(settled, observed, plan_rollout(settled, observed, _at(5)), _at(5))
+    assert not again.changed
+
+
+def test_merge_patch_nulls_removed_keys_recursively() -> None:
+    assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"b": {"c": 2}}) == {
+        "b": {"c": 2, "d": None},
+        "a": None,
+    }
