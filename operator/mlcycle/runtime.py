@@ -14,6 +14,7 @@ from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.http import serve_probes_and_metrics
 from mlcycle.adapters.kube import IO_THREADS, ensure_peering_objects, new_api_client
 from mlcycle.adapters.metrics import OperatorMetrics
+from mlcycle.adapters.prometheus import PrometheusClient
 from mlcycle.adapters.registry import MlflowRegistry
 from mlcycle.adapters.tracking import MlflowTracking
 from mlcycle.config import OperatorConfig
@@ -63,10 +64,9 @@ async def run_operator(
             registry_for=_registry_for,
             default_tracking_uri=config.mlflow_tracking_uri,
             metrics=metrics.rollouts,
-            # spec.analysis.prometheus runs where config.prometheus_url is set and a
-            # Prometheus client (adapters/prometheus.py) is built from it; until then the
-            # checks are skipped and the routers' own metrics decide.
-            prometheus=None,
+            # spec.analysis.prometheus needs a Prometheus; without one the routers' own
+            # metrics decide.
+            prometheus=PrometheusClient(config.prometheus_url) if config.prometheus_url else None,
         ),
     )
     registry = build_registry()
