@@ -145,7 +145,7 @@ def _router_url(stack: LocalStack) -> str:
     pods = json.loads(
         stack.kubectl(
             "get", "pods", "-n", NAMESPACE, "-o", "json",
-            "-l", f"mlcycle.dev/inferenceservice={NAME},mlcycle.dev/component=router",
+            "-l", f"mlcycle.dev/inferenceservice={NAME},app.kubernetes.io/component=router",
         )
     )["items"]  # fmt: skip
     return f"http://{pods[0]['status']['podIP']}:8080"
@@ -173,9 +173,6 @@ def _measure(stack: LocalStack, workdir: Path) -> dict[str, Any]:
         "metadata": {"name": NAME, "namespace": NAMESPACE},
         "spec": {
             "model": {"name": model, "version": 1},
-            "traffic": {
-                "router": {"env": [{"name": "KUBECONFIG", "value": str(stack.kubeconfig)}]}
-            },
             "rollout": {"steps": [10, 25, 50], "interval": f"{INTERVAL_S}s"},
             "analysis": {"minRequests": 10, "successRateMin": 0.95, "failureThreshold": 1},
         },

@@ -24,6 +24,7 @@ def _run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         mlflow_tracking_uri=args.mlflow_tracking_uri,
         prometheus_url=args.prometheus_url,
+        serving_image=args.serving_image,
         log_level=args.log_level,
         log_json=not args.plain_logs,
         **({"priority": args.priority} if args.priority is not None else {}),
@@ -165,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--prometheus-url",
         default=os.environ.get("MLCYCLE_PROMETHEUS_URL"),
         help="Prometheus for rollout analysis queries (spec.analysis.prometheus)",
+    )
+    run.add_argument(
+        "--serving-image",
+        default=os.environ.get("MLCYCLE_SERVING_IMAGE"),
+        help="image of model servers and routers whose InferenceService names none",
     )
     run.add_argument("--log-level", default=os.environ.get("MLCYCLE_LOG_LEVEL", "INFO"))
     run.add_argument(

@@ -28,6 +28,10 @@ class OperatorConfig(BaseModel):
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for spec.analysis.prometheus checks of rollouts."
     )
+    serving_image: str | None = Field(
+        default=None,
+        description="Image of model-server and router pods whose InferenceService names none.",
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_json: bool = True
 

@@ -19,6 +19,7 @@ from mlcycle.adapters.registry import MlflowRegistry
 from mlcycle.adapters.tracking import MlflowTracking
 from mlcycle.config import OperatorConfig
 from mlcycle.handlers.registration import OperatorContext, build_registry, configure_settings
+from mlcycle.plan.inferenceservice import DEFAULT_IMAGE
 from mlcycle.reconcile.inferenceservice import InferenceServiceDeps
 from mlcycle.reconcile.modelversion import ModelVersionDeps
 from mlcycle.reconcile.trainingjob import TrainingDeps
@@ -44,6 +45,12 @@ async def run_operator(
     )
     metrics = OperatorMetrics()
     cluster = await asyncio.to_thread(_cluster_client)
+    model_versions = ModelVersionDeps(
+        cluster=cluster,
+        registry_for=_registry_for,
+        default_tracking_uri=config.mlflow_tracking_uri,
+        metrics=metrics.registration,
+    )
     context = OperatorContext(
         config=config,
         metrics=metrics,
@@ -53,12 +60,7 @@ async def run_operator(
             default_tracking_uri=config.mlflow_tracking_uri,
             metrics=metrics.training,
         ),
-        model_versions=ModelVersionDeps(
-            cluster=cluster,
-            registry_for=_registry_for,
-            default_tracking_uri=config.mlflow_tracking_uri,
-            metrics=metrics.registration,
-        ),
+        model_versions=model_versions,
         inference_services=InferenceServiceDeps(
             cluster=cluster,
             registry_for=_registry_for,
@@ -67,6 +69,8 @@ async def run_operator(
             # spec.analysis.prometheus needs a Prometheus; without one the routers' own
             # metrics decide.
             prometheus=PrometheusClient(config.prometheus_url) if config.prometheus_url else None,
+            default_image=config.serving_image or DEFAULT_IMAGE,
+            model_lock=model_versions.model_lock,
         ),
     )
     registry = build_registry()

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mlcycle.dev.cluster import LocalStack
-from mlcycle.dev.demo import DEMO_NAMESPACE, run_demo
+from mlcycle.dev.demo import DEMO_NAMESPACE, ask_iris, run_demo
 from tests.harness import Kubectl
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +28,16 @@ def test_demo_drives_every_example(stack: LocalStack, kubectl: Kubectl) -> None:
         assert model_version["status"]["phase"] == "Ready", model_version["status"]
         assert model_version["status"]["aliases"] == ["challenger"]
         assert model_version["status"]["modelUri"].startswith("models:/iris/")
+        service = json.loads(
+            kubectl("get", "inferenceservice", "iris", "-n", DEMO_NAMESPACE, "-o", "json").stdout
+        )
+        assert service["status"]["phase"] == "Ready", service["status"]
+        assert service["status"]["stable"]["version"] == model_version["status"]["version"]
+        answers = ask_iris(stack)
+        assert json.loads(answers["/invocations"])["predictions"] == [2]
+        v2 = json.loads(answers["/v2/models/iris/infer"])
+        assert v2["model_version"] == model_version["status"]["version"]
+        assert v2["outputs"][0]["data"] == [2]
     finally:
         stack.processes.stop("operator")
         kubectl("delete", "namespace", DEMO_NAMESPACE, "--wait=false", check=False)

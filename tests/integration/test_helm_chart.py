@@ -49,9 +49,6 @@ def release(stack: LocalStack, namespace: str, tmp_path: Path) -> Iterator[str]:
             "logLevel": "INFO",
             "mlflowTrackingUri": stack.env()["MLFLOW_TRACKING_URI"],
         },
-        # Locally the pods run as processes of this machine: they find the API server
-        # through the stack's kubeconfig instead of a mounted service-account token.
-        "extraEnv": [{"name": "KUBECONFIG", "value": str(stack.kubeconfig)}],
     }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,11 +93,6 @@ def _manifest(stack: Any, name: str, model: dict[str, Any], **spec: Any) -> str:
         "metadata": {"name": name},
         "spec": {
             "model": model,
-            # No service-account tokens on the local stack: the router reads the apiserver
-            # with the stack's kubeconfig.
-            "traffic": {
-                "router": {"env": [{"name": "KUBECONFIG", "value": str(stack.kubeconfig)}]}
-            },
             **spec,
         },
     }
@@ -135,7 +130,7 @@ def _router_address(kubectl: Kubectl, namespace: str, name: str) -> str | None:
     pods = json.loads(
         kubectl(
             "get", "pods", "-n", namespace, "-o", "json",
-            "-l", f"mlcycle.dev/inferenceservice={name},mlcycle.dev/component=router",
+            "-l", f"mlcycle.dev/inferenceservice={name},app.kubernetes.io/component=router",
         ).stdout
     )["items"]  # fmt: skip
     for pod in pods:
@@ -157,10 +152,11 @@ def _infer(
 
 @dataclass
 class Load:
-    """A steady request stream through the router; what answered, by version, stamped with
-    wall-clock time to compare with the times in status."""
+    """A steady request stream; what answered, by version, stamped with wall-clock time to
+    compare with the times in status. `url` picks the address of each request: the router
+    pod's, or an endpoint chosen as a gateway or kube-proxy would (neither runs here)."""
 
-    url: str
+    url: Callable[[random.Random], str | None]
     model: str
     rows: list[list[float]]
     answers: list[tuple[float, str, int]] = field(default_factory=list)
@@ -170,8 +166,12 @@ class Load:
         chooser = random.Random(7)
         while not self.stop.is_set():
             row = chooser.choice(self.rows)
+            url = self.url(chooser)
+            if url is None:
+                time.sleep(0.05)
+                continue
             try:
-                response = _infer(self.url, self.model, [row])
+                response = _infer(url, self.model, [row])
             except requests.RequestException:
                 self.answers.append((time.time(), "?", 0))
                 continue
@@ -195,8 +195,12 @@ def load_threads() -> Iterator[list[tuple[Load, threading.Thread]]]:
         thread.join(timeout=15)
 
 
-def _start_load(threads: list[tuple[Load, threading.Thread]], url: str, iris: Iris) -> Load:
-    load = Load(url, iris.name, iris.rows)
+def _start_load(
+    threads: list[tuple[Load, threading.Thread]],
+    url: str | Callable[[random.Random], str | None],
+    iris: Iris,
+) -> Load:
+    load = Load(url if callable(url) else lambda _chooser: url, iris.name, iris.rows)
     thread = threading.Thread(target=load.run, daemon=True)
     thread.start()
     threads.append((load, thread))
@@ -206,6 +210,51 @@ def _start_load(threads: list[tuple[Load, threading.Thread]], url: str, iris: Ir
 def _set_version(kubectl: Kubectl, namespace: str, name: str, version: int) -> None:
     patch = json.dumps({"spec": {"model": {"version": version}}})
     kubectl("patch", "inferenceservice", name, "-n", namespace, "--type=merge", "-p", patch)
+
+
+def _apply_and_serve(kubectl: Kubectl, namespace: str, name: str, manifest: str) -> dict[str, Any]:
+    """Applies the InferenceService and waits until its first version serves."""
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=manifest)
+    status: dict[str, Any] = eventually(
+        "version 1 Ready",
+        lambda: _phase_is(kubectl, namespace, name, "Ready"),
+        timeout=READY_TIMEOUT,
+        interval=1,
+    )
+    return status
+
+
+def _follow_steps(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    load: Load,
+    live_weight: Callable[[], int | None],
+    settle: float,
+) -> dict[str, Any]:
+    """Follows the rollout of version 2 in steps of 25 and 50 % to its promotion; at each
+    step, what answered the load must match the weight. Returns the final status."""
+    seen: dict[int, Counter[str]] = {}
+    deadline = time.time() + READY_TIMEOUT
+    while time.time() < deadline:
+        status = _status(kubectl, namespace, name)
+        if status.get("phase") == "Ready" and status["stable"]["version"] == "2":
+            break
+        weight = live_weight()
+        if weight in (25, 50) and weight not in seen:
+            start = time.time() + settle
+            time.sleep(3)
+            seen[weight] = load.split(start)
+        time.sleep(0.2)
+    status = _status(kubectl, namespace, name)
+    assert (status["phase"], status["stable"]["version"]) == ("Ready", "2"), status
+    assert set(seen) == {25, 50}, seen
+    for weight, split in seen.items():
+        total = split["1"] + split["2"]
+        assert total >= 30, (weight, split)
+        # The split is exact; the window may straddle the next step.
+        assert abs(100 * split["2"] / total - weight) <= 20, (weight, split)
+    return status
 
 
 def _version_tags(model: str, version: str) -> dict[str, str]:
@@ -233,13 +282,7 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
         registry={"promoteAlias": "champion"},
     )
     with operator_in_thread([namespace]):
-        kubectl("apply", "-n", namespace, "-f", "-", input_text=manifest)
-        status = eventually(
-            "version 1 Ready",
-            lambda: _phase_is(kubectl, namespace, name, "Ready"),
-            timeout=READY_TIMEOUT,
-            interval=1,
-        )
+        status = _apply_and_serve(kubectl, namespace, name, manifest)
         assert status["stable"]["version"] == "1"
         assert status["url"] == f"http://{name}.{namespace}.svc.cluster.local"
         url = eventually("router pod ready", lambda: _router_address(kubectl, namespace, name))
@@ -248,28 +291,13 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
 
         # Roll to version 2: each step's weight shows in what the router answers.
         _set_version(kubectl, namespace, name, 2)
-        seen_weights: dict[int, Counter[str]] = {}
-        deadline = time.time() + READY_TIMEOUT
-        while time.time() < deadline:
-            status = _status(kubectl, namespace, name)
-            canary = status.get("canary") or {}
-            if status.get("phase") == "Ready" and status["stable"]["version"] == "2":
-                break
-            weight = canary.get("weight")
-            if canary.get("stepStartedAt") and weight in (25, 50) and weight not in seen_weights:
-                start = time.time() + 0.5  # the router applies a ConfigMap in ms
-                time.sleep(3)
-                seen_weights[weight] = load.split(start)
-            time.sleep(0.2)
-        status = _status(kubectl, namespace, name)
-        assert status["phase"] == "Ready", status
-        assert status["stable"]["version"] == "2", status
-        assert set(seen_weights) == {25, 50}, seen_weights
-        for weight, split in seen_weights.items():
-            total = split["1"] + split["2"]
-            assert total >= 30, (weight, split)
-            # Exact weights through the router; the window may straddle the next step.
-            assert abs(100 * split["2"] / total - weight) <= 20, (weight, split)
+
+        def live_weight() -> int | None:
+            canary = _status(kubectl, namespace, name).get("canary") or {}
+            return canary.get("weight") if canary.get("stepStartedAt") else None
+
+        # The router applies a ConfigMap within milliseconds.
+        status = _follow_steps(kubectl, namespace, name, load, live_weight, settle=0.5)
         assert status.get("canary") is None
         assert status["history"][-1]["version"] == "2"
         assert status["history"][-1]["outcome"] == "Promoted"
@@ -296,6 +324,16 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
             interval=0.5,
         )
         rolled_back_at = time.time()
+        # While it was live, only its 25 % share could fail (about half of that here).
+        record = status["history"][-1]
+        live_from, decided = (
+            datetime.datetime.fromisoformat(record[key]).timestamp()
+            for key in ("startTime", "endTime")
+        )
+        during = [answer for answer in load.since(live_from) if answer[0] <= decided]
+        failed = sum(1 for _, _, code in during if code != 200)
+        assert during, "no requests while version 3 was live"
+        assert failed / len(during) <= 0.25, (failed, len(during))
         assert status["stable"]["version"] == "2"
         assert status.get("canary") is None
         assert status["rejected"]["version"] == "3"
@@ -348,13 +386,7 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
         return canary if analysis.get("outcome") == "Held" else None
 
     with operator_in_thread([namespace]):
-        kubectl("apply", "-n", namespace, "-f", "-", input_text=manifest)
-        eventually(
-            "version 1 Ready",
-            lambda: _phase_is(kubectl, namespace, name, "Ready"),
-            timeout=READY_TIMEOUT,
-            interval=1,
-        )
+        _apply_and_serve(kubectl, namespace, name, manifest)
         _set_version(kubectl, namespace, name, 2)
         canary = eventually("no traffic: step held", held, timeout=READY_TIMEOUT, interval=0.5)
         assert canary["failedChecks"] == 0
@@ -384,7 +416,16 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
             timeout=30,
         )
         eventually("retry annotation removed", lambda: "mlcycle.dev/retry" not in annotations())
-        annotate("mlcycle.dev/promote")
+        paused = json.dumps({"spec": {"paused": True}})
+        kubectl("patch", "inferenceservice", name, "-n", namespace, "--type=merge", "-p", paused)
+        held_at = eventually(
+            "paused", lambda: _phase_is(kubectl, namespace, name, "Paused"), timeout=30
+        )["canary"]
+        time.sleep(3)  # longer than the interval: no analysis while paused
+        assert _status(kubectl, namespace, name)["canary"].get("lastAnalysis") == held_at.get(
+            "lastAnalysis"
+        )
+        annotate("mlcycle.dev/promote")  # a person may still promote a paused rollout
         status = eventually(
             "promoted by annotation",
             lambda: (
@@ -477,13 +518,7 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
         analysis={"minRequests": 10, "shadowAgreementMin": 0.8, "failureThreshold": 1},
     )
     with operator_in_thread([namespace]):
-        kubectl("apply", "-n", namespace, "-f", "-", input_text=manifest)
-        eventually(
-            "version 1 Ready",
-            lambda: _phase_is(kubectl, namespace, name, "Ready"),
-            timeout=READY_TIMEOUT,
-            interval=1,
-        )
+        _apply_and_serve(kubectl, namespace, name, manifest)
         url = eventually("router pod ready", lambda: _router_address(kubectl, namespace, name))
         load = _start_load(load_threads, url, iris)
         _set_version(kubectl, namespace, name, 2)
@@ -543,3 +578,346 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
             ),
             timeout=60,
         )
+
+
+class ClientSideRouting:
+    """Picks each request's endpoint as the data plane of a mode without mlcycle's router
+    would: a gateway controller by the HTTPRoute's split-rule weights (`route`), kube-proxy
+    evenly over the ready endpoints of one Service (`service`). Neither runs on the local
+    stack; what the operator wrote is read back every half second, as they would."""
+
+    def __init__(
+        self, api_client: Any, namespace: str, *, route: str | None = None, service: str = ""
+    ) -> None:
+        from kubernetes import client
+
+        self._custom = client.CustomObjectsApi(api_client)
+        self._discovery = client.DiscoveryV1Api(api_client)
+        self._namespace, self._route, self._service = namespace, route, service
+        self._read_at = 0.0
+        self.weights: dict[str, int] = {}
+        self._endpoints: dict[str, list[str]] = {}
+
+    def route_weights(self) -> dict[str, int]:
+        assert self._route is not None
+        route = self._custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", self._namespace, "httproutes", self._route
+        )
+        split = route["spec"]["rules"][-1]
+        return {ref["name"]: int(ref["weight"]) for ref in split["backendRefs"]}
+
+    def endpoints(self, service: str) -> list[str]:
+        slices = self._discovery.list_namespaced_endpoint_slice(
+            self._namespace, label_selector=f"kubernetes.io/service-name={service}"
+        ).items
+        return [
+            f"http://{address}:{endpoint_slice.ports[0].port}"
+            for endpoint_slice in slices
+            for endpoint in endpoint_slice.endpoints or []
+            if endpoint.conditions is not None and endpoint.conditions.ready
+            for address in endpoint.addresses
+        ]
+
+    def _refresh(self) -> None:
+        self.weights = self.route_weights() if self._route else {self._service: 1}
+        self._endpoints = {service: self.endpoints(service) for service in self.weights}
+        self._read_at = time.monotonic()
+
+    def __call__(self, chooser: random.Random) -> str | None:
+        if time.monotonic() - self._read_at > 0.5:
+            self._refresh()
+        live = [(s, w) for s, w in self.weights.items() if w > 0 and self._endpoints.get(s)]
+        if not live:
+            return None
+        [service] = chooser.choices([s for s, _ in live], weights=[w for _, w in live])
+        return chooser.choice(self._endpoints[service])
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def test_gateway_api_mode_rolls_out_by_the_httproute_and_rolls_back(
+    stack: Any,
+    kubectl: Kubectl,
+    kube_client: Any,
+    namespace: str,
+    iris: Iris,
+    load_threads: list[tuple[Load, threading.Thread]],
+) -> None:
+    name = "routed"
+    # A cluster without the Gateway API first: a condition, not a crash loop.
+    kubectl("delete", "crd", "httproutes.gateway.networking.k8s.io", "--ignore-not-found")
+    manifest = _manifest(
+        stack,
+        name,
+        {"name": iris.name, "version": 1},
+        traffic={"mode": "gateway-api", "gateway": {"parentRef": {"name": "public"}}},
+        rollout={"steps": [25, 50], "interval": "4s"},
+        analysis={"minRequests": 10, "successRateMin": 0.95, "failureThreshold": 1},
+    )
+    with operator_in_thread([namespace]):
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=manifest)
+        refused = eventually(
+            "HTTPRoute refused: no Gateway API",
+            lambda: (
+                (c := _condition(_status(kubectl, namespace, name), "ChildrenApplied"))
+                and c["status"] == "False"
+                and c
+            ),
+            timeout=60,
+        )
+        assert refused["reason"] == "TrafficKindNotServed"
+        assert "HTTPRoute" in refused["message"]
+        assert "TrafficKindNotServed" in _events(kubectl, namespace, name)
+        stack.install_gateway_api_crds()
+        status = eventually(
+            "version 1 Ready behind its route",
+            lambda: _phase_is(kubectl, namespace, name, "Ready"),
+            timeout=READY_TIMEOUT,
+            interval=1,
+        )
+        assert _condition(status, "ChildrenApplied")["status"] == "True"
+        gateway = ClientSideRouting(kube_client, namespace, route=name)
+        assert gateway.route_weights() == {f"{name}-v1": 100}
+        load = _start_load(load_threads, gateway, iris)
+        eventually("requests answered", lambda: load.split(0)["1"] > 20)
+
+        _set_version(kubectl, namespace, name, 2)
+        # The load reads the route every half second.
+        status = _follow_steps(
+            kubectl,
+            namespace,
+            name,
+            load,
+            lambda: gateway.route_weights().get(f"{name}-v2"),
+            settle=0.6,
+        )
+        # Judged on the candidate's own servers: no router in this mode.
+        analysis = status["stable"]["lastAnalysis"]
+        assert analysis["outcome"] == "Passed"
+        assert analysis["requests"] >= 10
+        assert gateway.route_weights() == {f"{name}-v2": 100}
+
+        _set_version(kubectl, namespace, name, 3)
+        status = eventually(
+            "version 3 rolled back",
+            lambda: _phase_is(kubectl, namespace, name, "RolledBack"),
+            timeout=READY_TIMEOUT,
+            interval=0.5,
+        )
+        assert status["stable"]["version"] == "2"
+        assert "success rate" in status["rejected"]["reason"]
+        assert gateway.route_weights() == {f"{name}-v2": 100}
+
+
+def test_replicas_mode_splits_by_ready_pods_and_promotes(
+    stack: Any,
+    kubectl: Kubectl,
+    kube_client: Any,
+    namespace: str,
+    iris: Iris,
+    load_threads: list[tuple[Load, threading.Thread]],
+) -> None:
+    name = "spread"
+    manifest = _manifest(
+        stack,
+        name,
+        {"name": iris.name, "version": 1},
+        server={"replicas": 2},
+        traffic={"mode": "replicas"},
+        rollout={"steps": [50], "interval": "6s", "capacity": "neutral"},
+        analysis={"minRequests": 10, "successRateMin": 0.95},
+    )
+    with operator_in_thread([namespace]):
+        status = _apply_and_serve(kubectl, namespace, name, manifest)
+        assert status["url"] == f"http://{name}.{namespace}.svc.cluster.local"
+        proxy = ClientSideRouting(kube_client, namespace, service=name)
+        eventually(
+            "both pods of version 1 behind the Service", lambda: len(proxy.endpoints(name)) == 2
+        )
+        load = _start_load(load_threads, proxy, iris)
+        eventually("requests answered", lambda: load.split(0)["1"] > 20)
+
+        _set_version(kubectl, namespace, name, 2)
+
+        def step_running() -> dict[str, Any] | None:
+            canary = _status(kubectl, namespace, name).get("canary") or {}
+            return canary if canary.get("stepStartedAt") and canary.get("readyReplicas") else None
+
+        canary = eventually("one pod each", step_running, timeout=READY_TIMEOUT, interval=0.5)
+        # neutral: the budget stays 2 pods, one per version, so half the requests each.
+        assert (canary["replicas"], canary["weight"]) == (1, 50)
+        stable = _status(kubectl, namespace, name)["stable"]
+        assert (stable["replicas"], stable["weight"]) == (1, 50)
+        start = time.time() + 1
+        time.sleep(4)
+        split = load.split(start)
+        assert split["1"] + split["2"] >= 30, split
+        assert abs(100 * split["2"] / (split["1"] + split["2"]) - 50) <= 20, split
+
+        status = eventually(
+            "version 2 promoted",
+            lambda: (
+                (s := _phase_is(kubectl, namespace, name, "Ready"))
+                and s["stable"]["version"] == "2"
+                and s
+            ),
+            timeout=READY_TIMEOUT,
+            interval=0.5,
+        )
+        assert status["stable"]["lastAnalysis"]["requests"] >= 10
+        promoted_at = time.time()
+        eventually(
+            "only version 2 answers, from both its pods",
+            lambda: (
+                (s := load.split(promoted_at + 1))
+                and set(s) == {"2"}
+                and s["2"] > 20
+                and len(proxy.endpoints(name)) == 2
+            ),
+            timeout=60,
+        )
+
+
+def test_a_prometheus_check_rolls_back_and_passes_after_retry(
+    stack: Any,
+    kubectl: Kubectl,
+    namespace: str,
+    iris: Iris,
+    load_threads: list[tuple[Load, threading.Thread]],
+) -> None:
+    """The operator runs `analysis.prometheus` through a real Prometheus server, scraping
+    an exporter whose value the test sets (a stand-in for an SLO recording rule)."""
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    from mlcycle.dev.processes import free_port
+
+    registry = CollectorRegistry()
+    error_ratio = Gauge("mlcycle_test_slo_error_ratio", "SLO error ratio", registry=registry)
+    error_ratio.set(0.5)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    prometheus_url = stack.start_prometheus([f"127.0.0.1:{port}"])
+    name = "slo"
+    manifest = _manifest(
+        stack,
+        name,
+        {"name": iris.name, "version": 1},
+        rollout={"steps": [50], "interval": "4s"},
+        analysis={
+            "minRequests": 5,
+            "failureThreshold": 1,
+            "prometheus": [
+                {"name": "error-ratio", "query": "max(mlcycle_test_slo_error_ratio)", "max": 0.05}
+            ],
+        },
+    )
+    try:
+        with operator_in_thread([namespace], prometheus_url=prometheus_url):
+            _apply_and_serve(kubectl, namespace, name, manifest)
+            url = eventually("router ready", lambda: _router_address(kubectl, namespace, name))
+            _start_load(load_threads, url, iris)
+            _set_version(kubectl, namespace, name, 2)
+            status = eventually(
+                "rolled back on the Prometheus check",
+                lambda: _phase_is(kubectl, namespace, name, "RolledBack"),
+                timeout=READY_TIMEOUT,
+                interval=0.5,
+            )
+            assert "Prometheus check error-ratio=0.5 above max 0.05" in status["rejected"]["reason"]
+
+            error_ratio.set(0.0)
+            eventually(
+                "Prometheus has the new value",
+                lambda: (
+                    requests.get(
+                        f"{prometheus_url}/api/v1/query",
+                        params={"query": "max(mlcycle_test_slo_error_ratio)"},
+                        timeout=5,
+                    ).json()["data"]["result"][0]["value"][1]
+                    == "0"
+                ),
+            )
+            kubectl("annotate", "inferenceservice", name, "-n", namespace, "mlcycle.dev/retry=1")
+            status = eventually(
+                "promoted once the check passes",
+                lambda: (
+                    (s := _phase_is(kubectl, namespace, name, "Ready"))
+                    and s["stable"]["version"] == "2"
+                    and s
+                ),
+                timeout=READY_TIMEOUT,
+                interval=0.5,
+            )
+            assert status["stable"]["lastAnalysis"]["queries"] == {"error-ratio": 0.0}
+    finally:
+        stack.stop_prometheus()
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def test_a_promotion_leaves_an_alias_a_modelversion_owns(
+    stack: Any, kubectl: Kubectl, namespace: str, iris: Iris
+) -> None:
+    """One owner per alias: the ModelVersion declaring it keeps it; the InferenceService
+    promoting to it says so instead of moving it (no flip-flop between the two)."""
+    import mlflow
+
+    alias = f"prod{uuid.uuid4().hex[:4]}"
+    owner = {
+        "apiVersion": "mlcycle.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": "owner"},
+        "spec": {"modelName": iris.name, "source": {"version": 1}, "aliases": [alias]},
+    }
+    name = "promoter"
+    with operator_in_thread([namespace]):
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(owner))
+        kubectl(
+            "apply", "-n", namespace, "-f", "-",
+            input_text=_manifest(
+                stack, name, {"name": iris.name, "version": 1},
+                rollout={"strategy": "Immediate"}, registry={"promoteAlias": alias},
+                server={"minReplicas": 1, "maxReplicas": 2},
+            ),
+        )  # fmt: skip
+        client = mlflow.MlflowClient()
+        eventually(
+            "the ModelVersion holds the alias",
+            lambda: client.get_registered_model(iris.name).aliases.get(alias) == "1",
+            timeout=60,
+        )
+        eventually(
+            "version 1 Ready",
+            lambda: _phase_is(kubectl, namespace, name, "Ready"),
+            timeout=READY_TIMEOUT,
+            interval=1,
+        )
+        _set_version(kubectl, namespace, name, 2)
+        eventually(
+            "version 2 promoted",
+            lambda: (
+                (s := _phase_is(kubectl, namespace, name, "Ready"))
+                and s["stable"]["version"] == "2"
+            ),
+            timeout=READY_TIMEOUT,
+            interval=0.5,
+        )
+        eventually(
+            "AliasConflict reported", lambda: "AliasConflict" in _events(kubectl, namespace, name)
+        )
+        time.sleep(3)  # the ModelVersion resyncs: nothing moves either way
+        assert client.get_registered_model(iris.name).aliases[alias] == "1"
+        assert _version_tags(iris.name, "2")["rollout"] == "promoted"
+        mv_status = json.loads(
+            kubectl("get", "modelversion", "owner", "-n", namespace, "-o", "json").stdout
+        )["status"]
+        synced = next(c for c in mv_status["conditions"] if c["type"] == "AliasesSynced")
+        assert synced["status"] == "True", synced
+        # The stable's HorizontalPodAutoscaler follows the promotion.
+        autoscaler = json.loads(kubectl("get", "hpa", name, "-n", namespace, "-o", "json").stdout)[
+            "spec"
+        ]
+        assert autoscaler["scaleTargetRef"]["name"] == f"{name}-v2"
+        assert (autoscaler["minReplicas"], autoscaler["maxReplicas"]) == (1, 2)

@@ -224,6 +224,49 @@ def test_env_from_secret_and_pod_ip_reach_the_process(cluster: Cluster, stack: A
     assert container_state(status)["terminated"]["message"] == f"s3cr3t {status['podIP']} reads-env"
 
 
+def test_a_pod_acts_as_its_service_account(cluster: Cluster) -> None:
+    """The agent hands each pod a token bound to it, as the kubelet's projected volume
+    does: the API server authenticates the pod as its service account, with its RBAC."""
+    who_am_i = (
+        "import os, json\n"
+        "from kubernetes import client, config\n"
+        "config.load_kube_config()\n"
+        "api = client.ApiClient()\n"
+        "review = client.AuthenticationV1Api(api).create_self_subject_review("
+        "{'apiVersion': 'authentication.k8s.io/v1', 'kind': 'SelfSubjectReview'})\n"
+        "try:\n"
+        "    client.CoreV1Api(api).list_namespaced_secret(os.environ['POD_NAMESPACE'])\n"
+        "    listed = 'allowed'\n"
+        "except client.ApiException as error:\n"
+        "    listed = str(error.status)\n"
+        "open(os.environ['MLCYCLE_TERMINATION_MESSAGE_PATH'], 'w')"
+        ".write(review.status.user_info.username + ' ' + listed)\n"
+    )
+    namespace_env = {
+        "name": "POD_NAMESPACE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    }
+    container = {
+        "name": "main",
+        "image": "ignored",
+        "command": ["python", "-c", who_am_i],
+        "env": [namespace_env],
+    }
+    cluster.create_pod("who-am-i", {"restartPolicy": "Never", "containers": [container]})
+    status = cluster.wait_for_phase("who-am-i", "Succeeded", timeout=90)
+    message = container_state(status)["terminated"]["message"]
+    # `default` may not list secrets: the pod is not the agent's administrator.
+    assert message == f"system:serviceaccount:{cluster.namespace}:default 403"
+
+    opted_out = {"restartPolicy": "Never", "automountServiceAccountToken": False}
+    probe = "import os, sys; sys.exit(0 if 'KUBECONFIG' not in os.environ else 3)"
+    cluster.create_pod(
+        "no-token",
+        {**opted_out, "containers": [{**container, "command": ["python", "-c", probe]}]},
+    )
+    cluster.wait_for_phase("no-token", "Succeeded", timeout=90)
+
+
 def test_missing_secret_and_missing_command_are_reported_as_waiting(cluster: Cluster) -> None:
     cluster.create_pod(
         "no-secret",

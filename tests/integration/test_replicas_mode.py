@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mlcycle.api.v1alpha1 import InferenceService
-from mlcycle.plan.serving_labels import TRACK_LABEL, model_server_selector
+from mlcycle.plan.serving_names import VERSION_LABEL, model_server_selector
 from mlcycle.plan.traffic_replicas import desired_shared_service, effective_weight, replica_split
 from tests.harness import Kubectl, eventually
 
@@ -39,7 +39,7 @@ def _inference_service(kubectl: Kubectl, namespace: str) -> InferenceService:
 
 def _track_deployment(isvc: InferenceService, track: str, replicas: int) -> dict[str, Any]:
     """A stand-in model server per track: what matters here is the labels and readiness."""
-    pod_labels = {**model_server_selector(isvc), TRACK_LABEL: track}
+    pod_labels = {**model_server_selector(isvc), VERSION_LABEL: track}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -84,7 +84,9 @@ def _track_deployment(isvc: InferenceService, track: str, replicas: int) -> dict
 
 def _ready_pod_ips(kubectl: Kubectl, namespace: str, track: str) -> set[str]:
     pods = json.loads(
-        kubectl("get", "pods", "-n", namespace, "-l", f"{TRACK_LABEL}={track}", "-o", "json").stdout
+        kubectl(
+            "get", "pods", "-n", namespace, "-l", f"{VERSION_LABEL}={track}", "-o", "json"
+        ).stdout
     )["items"]
     return {
         pod["status"]["podIP"]
@@ -125,7 +127,7 @@ def test_shared_service_spans_both_tracks(kubectl: Kubectl, namespace: str) -> N
     )
     assert (stable_replicas, canary_replicas) == (2, 1)
 
-    service = desired_shared_service(isvc, PORT)
+    service = desired_shared_service(isvc)
     for manifest in (
         service,
         _track_deployment(isvc, "stable", stable_replicas),

@@ -148,7 +148,6 @@ VALID: list[tuple[str, type[CustomResource], dict[str, Any]]] = [
                 "minRequests": 20,
                 "successRateMin": 0.99,
                 "latencyP99MaxMs": 250,
-                "shadowAgreementMin": 0.95,
                 "driftMax": 0.2,
                 "failureThreshold": 3,
                 "prometheus": [{"name": "errors", "query": "sum(rate(x[1m]))", "max": 0.01}],

@@ -142,9 +142,11 @@ def test_prometheus_checks_within_their_range() -> None:
         analysis, _figures(10), mode="live", queries={"error-budget": 0.5, "throughput": 9}, now=T0
     )
     assert bad.outcome == "Failed"
-    assert bad.message == "Prometheus check error-budget: 0.5 above max 0.01"
-    empty = analyse(analysis, _figures(10), mode="live", queries={"throughput": None}, now=T0)
-    assert empty.message == "Prometheus check throughput: the query returned no value"
+    assert bad.message == "Prometheus check error-budget=0.5 above max 0.01"
+    # No data is a quiet interval: held, never failed.
+    empty = analyse(analysis, _figures(10), mode="live", queries={"throughput": 9}, now=T0)
+    assert empty.outcome == "Held"
+    assert empty.message == "Prometheus checks without data: error-budget: step held"
     # Without a Prometheus (no values at all) the checks are not run.
     assert analyse(analysis, _figures(10), mode="live", now=T0).outcome == "Passed"
 

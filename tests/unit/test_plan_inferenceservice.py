@@ -465,7 +465,7 @@ def test_router_mode_children() -> None:
     # Once promoted, version 1's Deployment and Service are stale.
     observed_deployments = [
         {"metadata": {"name": f"iris-v{v}", "labels": {
-            "mlcycle.dev/component": "server", "mlcycle.dev/model-version": v}}}
+            "app.kubernetes.io/component": "model-server", "mlcycle.dev/model-version": v}}}
         for v in ("1", "2")
     ]  # fmt: skip
     promoted = plan_rollout(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mlcycle.api.v1alpha1 import ModelVersion, TrainingJob
+from mlcycle.api.v1alpha1 import InferenceService, ModelVersion, TrainingJob
 from mlcycle.api.v1alpha1.modelversion import ModelVersionStatus
 from mlcycle.plan import reasons
 from mlcycle.plan.backoff import BACKOFF_CAP_SECONDS, backoff_seconds
@@ -25,6 +25,7 @@ from mlcycle.plan.modelversion import (
     claim_is_live,
     claim_key,
     claim_value,
+    claimant,
     desired_version_tags,
     foreign_claims,
     keep_oldest,
@@ -380,6 +381,26 @@ def test_a_claim_stands_while_its_object_exists_and_wants_the_alias(
     current: ModelVersion | None, live: bool
 ) -> None:
     assert claim_is_live("champion", Claimant("team-a", "older", "uid-0"), current) is live
+
+
+def test_an_inferenceservice_claims_the_alias_it_promotes_to() -> None:
+    isvc = InferenceService.model_validate(
+        {
+            "metadata": {"name": "iris", "namespace": "team-a", "uid": "uid-5"},
+            "spec": {
+                "model": {"name": "iris", "alias": "challenger"},
+                "registry": {"promoteAlias": "champion"},
+            },
+        }
+    )
+    value = claim_value(isvc)
+    assert value == "InferenceService:team-a/iris/uid-5"
+    owner = claimant(value)
+    assert owner == Claimant("team-a", "iris", "uid-5", "InferenceService")
+    assert claim_is_live("champion", owner, isvc)
+    assert not claim_is_live("production", owner, isvc)
+    assert claimant("team-a/older/uid-0") == Claimant("team-a", "older", "uid-0")
+    assert claimant("Secret:team-a/x/uid-1") is None
 
 
 def test_foreign_claims_and_release_all_look_only_at_claim_tags() -> None:

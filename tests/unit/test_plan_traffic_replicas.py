@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlcycle.api.v1alpha1 import InferenceService
-from mlcycle.plan.serving_labels import model_server_selector
+from mlcycle.plan.serving_names import model_server_selector
 from mlcycle.plan.traffic_replicas import (
     Capacity,
     desired_shared_service,
@@ -102,7 +102,7 @@ def test_shared_service_selects_both_tracks() -> None:
             "spec": {"model": {"name": "iris", "version": 3}, "traffic": {"mode": "replicas"}},
         }
     )
-    service = desired_shared_service(isvc, 8080)
+    service = desired_shared_service(isvc)
     assert service["metadata"]["name"] == "iris"
     assert service["metadata"]["namespace"] == "team-a"
     assert service["metadata"]["ownerReferences"][0]["uid"] == "uid-9"
@@ -114,5 +114,5 @@ def test_shared_service_selects_both_tracks() -> None:
     assert service["spec"]["selector"] == model_server_selector(isvc)
     assert "mlcycle.dev/track" not in service["spec"]["selector"]
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,11 +10,20 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError as DynamicNotFoundError
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from urllib3.exceptions import HTTPError
 
-from mlcycle.adapters.errors import UnavailableError
+from mlcycle.adapters.errors import InvalidError, KindNotServedError, UnavailableError
 
 FIELD_MANAGER = "mlcycle-operator"
+
+
+def _status_message(error: ApiException) -> str:
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or error.reason or error.status)
 
 
 def _is_server_side_failure(error: Exception) -> bool:
@@ -43,18 +53,27 @@ class ClusterClient:
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply under one field manager: the API server merges, we never
         read-modify-write, and fields other controllers own are left alone."""
-        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        api_version, kind = manifest["apiVersion"], manifest["kind"]
+        try:
+            resource = self._resource(api_version, kind)
+        except ResourceNotFoundError as error:
+            raise KindNotServedError(api_version, kind) from error
         metadata = manifest["metadata"]
-        applied = self._call(
-            f"apply {manifest['kind']} {metadata.get('namespace')}/{metadata['name']}",
-            lambda: resource.server_side_apply(
-                body=dict(manifest),
-                name=metadata["name"],
-                namespace=metadata.get("namespace"),
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-            ),
-        )
+        action = f"apply {kind} {metadata.get('namespace')}/{metadata['name']}"
+        try:
+            applied = self._call(
+                action,
+                lambda: resource.server_side_apply(
+                    body=dict(manifest),
+                    name=metadata["name"],
+                    namespace=metadata.get("namespace"),
+                    field_manager=FIELD_MANAGER,
+                    force_conflicts=True,
+                ),
+            )
+        except ApiException as error:
+            # What the API server refuses (a schema, a webhook, a quota) it explains.
+            raise InvalidError(f"{action}: {_status_message(error)}") from error
         result: dict[str, Any] = applied.to_dict()
         return result
 

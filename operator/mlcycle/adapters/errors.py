@@ -56,3 +56,14 @@ class NotFoundError(AdapterError):
 
 class InvalidError(AdapterError):
     """The service refused the request as invalid: retrying the same request cannot help."""
+
+
+class KindNotServedError(InvalidError):
+    """The API server serves no such kind (its CRDs are not installed)."""
+
+    def __init__(self, api_version: str, kind: str) -> None:
+        super().__init__(
+            f"the API server does not serve {kind} ({api_version}): is its CRD installed?"
+        )
+        self.api_version = api_version
+        self.kind = kind

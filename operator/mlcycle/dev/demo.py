@@ -58,12 +58,22 @@ def run_demo(stack: LocalStack) -> None:
         )
 
     wait_until("every ModelVersion to be registered", model_versions_settled, timeout=120)
+
+    def services_ready() -> bool:
+        items = json.loads(stack.kubectl("get", "mlisvc", "-n", DEMO_NAMESPACE, "-o", "json"))
+        return all((item.get("status") or {}).get("phase") == "Ready" for item in items["items"])
+
+    wait_until("every InferenceService to serve", services_ready, timeout=300)
+    for name, answer in ask_iris(stack).items():
+        print(f"\n$ POST {name}: {answer}")
     _show(stack, "get", "nodes", "-o", "wide")
     _show(stack, "get", "crds", "-l", "app.kubernetes.io/part-of=mlcycle")
     _show(stack, "get", "mlcycle", "-n", DEMO_NAMESPACE)
     _show(stack, "describe", "trainingjob", "iris", "-n", DEMO_NAMESPACE)
     _show(stack, "get", "jobs,pods", "-n", DEMO_NAMESPACE)
     _show(stack, "describe", "modelversion", "-n", DEMO_NAMESPACE)
+    _show(stack, "describe", "inferenceservice", "iris", "-n", DEMO_NAMESPACE)
+    _show(stack, "get", "deployments,services", "-n", DEMO_NAMESPACE)
     metrics = _http_get(f"{operator_url}/metrics")
     print("\n$ GET operator /metrics | grep -e mlcycle_reconcile_total -e registrations")
     print(
@@ -73,6 +83,38 @@ def run_demo(stack: LocalStack) -> None:
             if line.startswith(("mlcycle_reconcile_total", "mlcycle_modelversion_registrations"))
         )
     )
+
+
+IRIS_ROW = [5.9, 3.0, 5.1, 1.8]
+
+
+def ask_iris(stack: LocalStack) -> dict[str, str]:
+    """One prediction through the iris InferenceService's router, in each protocol. There
+    is no Service proxy on the local stack: the request goes to the router pod's address,
+    as a Service would send it."""
+    pods = json.loads(
+        stack.kubectl(
+            "get", "pods", "-n", DEMO_NAMESPACE, "-o", "json",
+            "-l", "mlcycle.dev/inferenceservice=iris,app.kubernetes.io/component=router",
+        )
+    )["items"]  # fmt: skip
+    address = next(pod["status"]["podIP"] for pod in pods if pod["status"].get("podIP"))
+    requests = {
+        "/v2/models/iris/infer": {
+            "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": IRIS_ROW}]
+        },
+        "/invocations": {"inputs": [IRIS_ROW]},
+    }
+    answers = {}
+    for path, body in requests.items():
+        request = urllib.request.Request(
+            f"http://{address}:8080{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answers[path] = response.read().decode()
+    return answers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from mlcycle.api.v1alpha1 import GROUP, VERSION, InferenceService, ModelVersion
 from mlcycle.handlers.acceptance import record_acceptance
-from mlcycle.plan.inferenceservice import ISVC_UID_LABEL
+from mlcycle.plan.serving_names import INFERENCESERVICE_UID_LABEL
 from mlcycle.reconcile.inferenceservice import (
     InferenceServiceDeps,
     forget_inferenceservice,
@@ -31,7 +31,7 @@ DEPLOYMENTS_INDEX = "inferenceservice_deployments"
 PODS_INDEX = "inferenceservice_pods"
 MODEL_VERSIONS_INDEX = "inferenceservice_modelversions"
 
-_ONE_OF_OURS = {ISVC_UID_LABEL: kopf.PRESENT}
+_ONE_OF_OURS = {INFERENCESERVICE_UID_LABEL: kopf.PRESENT}
 
 
 class IndexedChildren:
@@ -89,11 +89,11 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
         "apps", "v1", "deployments", registry=registry, labels=_ONE_OF_OURS, id=DEPLOYMENTS_INDEX
     )
     def index_deployment(labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {labels[ISVC_UID_LABEL]: body}
+        return {labels[INFERENCESERVICE_UID_LABEL]: body}
 
     @kopf.index("", "v1", "pods", registry=registry, labels=_ONE_OF_OURS, id=PODS_INDEX)
     def index_pod(labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {labels[ISVC_UID_LABEL]: body}
+        return {labels[INFERENCESERVICE_UID_LABEL]: body}
 
     @kopf.index(GROUP, VERSION, ModelVersion.plural(), registry=registry, id=MODEL_VERSIONS_INDEX)
     def index_model_version(

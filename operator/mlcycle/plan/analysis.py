@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from mlcycle.api.v1alpha1.inferenceservice import Analysis, AnalysisResult, CounterSample
+from mlcycle.plan.analysis_prometheus import evaluate_prometheus_checks, overall_outcome
 
 _DURATION_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -178,12 +179,26 @@ def analyse(
                 f" fewer than minRequests {analysis.min_requests}: step held",
             }
         )
-    failure = _first_failure(analysis, success_rate, p99_ms, agreement, queries or {}, shadow)
+    failure = _first_failure(analysis, success_rate, p99_ms, agreement, shadow)
     drift_max = analysis.drift_max
     if failure is None and drift is not None and drift_max is not None and drift > drift_max:
         failure = f"prediction drift {drift:.3f} above driftMax {analysis.drift_max:g}"
+    # Run only by an operator with a Prometheus (`queries` None otherwise).
+    checks = evaluate_prometheus_checks(analysis.prometheus, queries) if queries is not None else []
+    verdict = overall_outcome(checks)
+    if failure is None and verdict == "Failed":
+        failure = next(f"Prometheus check {c.message}" for c in checks if c.outcome == "Failed")
     if failure is not None:
         return result.model_copy(update={"outcome": "Failed", "message": failure})
+    if verdict == "Held":
+        # A query without data (no series yet, a ratio over nothing) is a quiet interval.
+        missing = ", ".join(c.name for c in checks if c.outcome == "Held")
+        return result.model_copy(
+            update={
+                "outcome": "Held",
+                "message": f"Prometheus checks without data: {missing}: step held",
+            }
+        )
     return result
 
 
@@ -192,7 +207,6 @@ def _first_failure(
     success_rate: float | None,
     p99_ms: float | None,
     agreement: float | None,
-    queries: Mapping[str, float | None],
     shadow: bool,
 ) -> str | None:
     minimum = analysis.success_rate_min
@@ -210,14 +224,4 @@ def _first_failure(
                 f"shadow agreement {_ratio(agreement)} below shadowAgreementMin"
                 f" {_ratio(agreement_min)}"
             )
-    for check in analysis.prometheus:
-        if check.name not in queries:
-            continue
-        value = queries[check.name]
-        if value is None:
-            return f"Prometheus check {check.name}: the query returned no value"
-        if check.minimum is not None and value < check.minimum:
-            return f"Prometheus check {check.name}: {value:g} below min {check.minimum:g}"
-        if check.maximum is not None and value > check.maximum:
-            return f"Prometheus check {check.name}: {value:g} above max {check.maximum:g}"
     return None

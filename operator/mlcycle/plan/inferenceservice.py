@@ -39,7 +39,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from mlcycle.api.v1alpha1 import API_VERSION
 from mlcycle.api.v1alpha1.common import ApiModel
 from mlcycle.api.v1alpha1.inferenceservice import (
     AnalysisResult,
@@ -63,27 +62,36 @@ from mlcycle.plan.conditions import (
     find_condition,
     status_changed,
 )
+from mlcycle.plan.ownership import controller_reference
+from mlcycle.plan.serving_names import (
+    COMPONENT_LABEL,
+    MODEL_SERVER_COMPONENT,
+    ROUTER_COMPONENT,
+    VERSION_LABEL,
+    child_labels,
+    child_name,
+    router_name,
+    router_selector,
+    service_ports,
+    version_name,
+    version_selector,
+)
+from mlcycle.plan.traffic_replicas import effective_weight, replica_split
 
 PROMOTE_ANNOTATION: Final = "mlcycle.dev/promote"
 ABORT_ANNOTATION: Final = "mlcycle.dev/abort"
 RETRY_ANNOTATION: Final = "mlcycle.dev/retry"
 
-MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
-ISVC_LABEL: Final = "mlcycle.dev/inferenceservice"
-ISVC_UID_LABEL: Final = "mlcycle.dev/inferenceservice-uid"
-COMPONENT_LABEL: Final = "mlcycle.dev/component"
-VERSION_LABEL: Final = "mlcycle.dev/model-version"
-SERVER_COMPONENT: Final = "server"
-ROUTER_COMPONENT: Final = "router"
 
 DEFAULT_IMAGE: Final = "ghcr.io/mlcycle/mlcycle:0.1.0"
+"""For pods whose spec names no image, when the operator is given none (`--serving-image`;
+the chart passes its own image, so servers run the operator's release)."""
 SERVER_PORT: Final = 8080
 ROUTER_PORT: Final = 8080
 ROUTER_ADMIN_PORT: Final = 9090
 HISTORY_LIMIT: Final = 20
 ROLLOUT_TAG: Final = "rollout"
 ROLLOUT_REASON_TAG: Final = "rollout.reason"
-_NAME_LIMIT: Final = 63
 
 Track = Literal["stable", "canary"]
 
@@ -158,6 +166,8 @@ class Observed:
     ready_replicas: Mapping[str, int] = field(default_factory=dict)
     """Ready pods of each version's Deployment."""
     router_ready: int = 0
+    refused: tuple[str, str] | None = None
+    """(reason, message) of a child the API server refused: traffic is not what it should be."""
     canary_sample: CounterSample | None = None
     """The candidate's counters summed over the router pods; None when not read."""
     queries: Mapping[str, float | None] | None = None
@@ -204,6 +214,12 @@ class RolloutPlan:
     """(reason, message) of the Progressing condition."""
 
 
+def entry_ready(isvc: InferenceService, observed: Observed) -> bool:
+    """Whether what clients call can answer: the router's pods in router mode; a Service
+    or a Gateway has no readiness of its own, so elsewhere the stable's pods decide."""
+    return isvc.spec.traffic.mode != "router" or observed.router_ready > 0
+
+
 def strategy_weight(isvc: InferenceService, step: int) -> int:
     """The candidate's live weight at `step`."""
     rollout = isvc.spec.rollout
@@ -240,8 +256,18 @@ def desired_replicas(isvc: InferenceService, plan: RolloutPlan) -> dict[str, int
     canary = plan.canary
     if canary is None or canary.version is None:
         return replicas
-    neutral = isvc.spec.rollout.capacity == "neutral" and isvc.spec.rollout.strategy == "Canary"
     share = strategy_weight(isvc, canary.step or 0)
+    if isvc.spec.traffic.mode == "replicas" and not canary.promoting:
+        # The pods are the split: a ready candidate pod takes its share at once, so the
+        # candidate starts at the first step's share rather than waiting at 0%.
+        stable_count, canary_count = replica_split(
+            full, share, capacity=isvc.spec.rollout.capacity, stable_replicas=full
+        )
+        if plan.stable is not None and plan.stable.version is not None:
+            replicas[plan.stable.version] = stable_count
+        replicas[canary.version] = canary_count
+        return replicas
+    neutral = isvc.spec.rollout.capacity == "neutral" and isvc.spec.rollout.strategy == "Canary"
     canary_share = min(full, max(1, math.ceil(full * share / 100)))
     replicas[canary.version] = full if canary.promoting or not neutral else canary_share
     if neutral and plan.stable is not None and plan.stable.version is not None and full > 0:
@@ -390,7 +416,9 @@ class _Pass:
         plan = self.plan
         stable = plan.stable
         ready = (
-            stable is not None and self.ready(stable.version) > 0 and self.observed.router_ready > 0
+            stable is not None
+            and self.ready(stable.version) > 0
+            and entry_ready(self.isvc, self.observed)
         )
         plan.phase = "Ready" if ready else "Progressing"
         if stable is not None and plan.rejected is None:
@@ -489,12 +517,15 @@ class _Pass:
     def analyse(self, canary: TrackStatus) -> None:
         spec = self.isvc.spec
         sample = self.observed.canary_sample
-        mode: Literal["live", "shadow"] = "shadow" if spec.rollout.strategy == "Shadow" else "live"
+        # Only the router tells mirrored requests apart; elsewhere the candidate's own server
+        # counts them, and they are judged as live ones, latency included.
+        shadow = spec.rollout.strategy == "Shadow" and spec.traffic.mode == "router"
+        mode: Literal["live", "shadow"] = "shadow" if shadow else "live"
         if sample is None:
             result = AnalysisResult(
                 time=self.now,
                 outcome="Held",
-                message="the router's metrics could not be read: step held",
+                message="the candidate's metrics could not be read: step held",
             )
         else:
             figures = interval_figures(canary.baseline, sample)
@@ -670,56 +701,15 @@ def seconds_to_next_decision(isvc: InferenceService, now: datetime.datetime) -> 
 # --- Children of router mode --------------------------------------------------------------
 
 
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def child_name(isvc: InferenceService, suffix: str = "") -> str:
-    """`<isvc><suffix>`, shortened with a hash to a DNS label (Services need one)."""
-    name = f"{isvc.metadata.name}{suffix}"
-    if len(name) <= _NAME_LIMIT:
-        return name
-    keep = _NAME_LIMIT - len(suffix) - 9
-    return f"{str(isvc.metadata.name)[:keep].rstrip('.-')}-{_short_hash(name)}{suffix}"
-
-
-def version_name(isvc: InferenceService, version: str) -> str:
-    # Named by version, not by track: on promotion the candidate's pods become the stable
-    # ones as they are; only the router's configuration changes.
-    return child_name(isvc, f"-v{version}")
-
-
-def router_name(isvc: InferenceService) -> str:
-    return child_name(isvc, "-router")
-
-
-def service_url(isvc: InferenceService) -> str:
+def service_url(isvc: InferenceService) -> str | None:
+    """Where clients call: the router's or the shared Service; in gateway-api mode the
+    route's first hostname (none without one: the Gateway's address is the cluster's)."""
+    gateway = isvc.spec.traffic.gateway
+    if isvc.spec.traffic.mode == "gateway-api":
+        return (
+            f"http://{gateway.hostnames[0]}" if gateway is not None and gateway.hostnames else None
+        )
     return f"http://{child_name(isvc)}.{isvc.metadata.namespace}.svc.cluster.local"
-
-
-def _owner_reference(isvc: InferenceService) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": isvc.kind,
-        "name": isvc.metadata.name,
-        "uid": isvc.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def _name_label(isvc: InferenceService) -> str:
-    name = str(isvc.metadata.name)
-    return name if len(name) <= _NAME_LIMIT else f"{name[:54].rstrip('.-')}-{_short_hash(name)}"
-
-
-def child_labels(isvc: InferenceService, component: str) -> dict[str, str]:
-    return {
-        MANAGED_BY_LABEL: "mlcycle",
-        ISVC_LABEL: _name_label(isvc),
-        ISVC_UID_LABEL: str(isvc.metadata.uid),
-        COMPONENT_LABEL: component,
-    }
 
 
 def _metadata(isvc: InferenceService, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -727,7 +717,7 @@ def _metadata(isvc: InferenceService, name: str, labels: Mapping[str, str]) -> d
         "name": name,
         "namespace": isvc.metadata.namespace,
         "labels": dict(labels),
-        "ownerReferences": [_owner_reference(isvc)],
+        "ownerReferences": [controller_reference(isvc)],
     }
 
 
@@ -785,10 +775,11 @@ def server_deployment(
     model_name: str,
     replicas: int | None,
     tracking_uri: str | None,
+    image: str = DEFAULT_IMAGE,
 ) -> dict[str, Any]:
     """The model server Deployment of one version; `replicas` None leaves them to the HPA."""
     version = str(track.version)
-    labels = {**child_labels(isvc, SERVER_COMPONENT), VERSION_LABEL: version}
+    labels = {**child_labels(isvc, MODEL_SERVER_COMPONENT), VERSION_LABEL: version}
     server = isvc.spec.server
     args = [
         "serve",
@@ -808,7 +799,7 @@ def server_deployment(
         env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
     container: dict[str, Any] = {
         "name": "server",
-        "image": server.image or DEFAULT_IMAGE,
+        "image": server.image or image,
         "command": ["mlcycle"],
         "args": args,
         "env": env,
@@ -826,9 +817,7 @@ def server_deployment(
     }
     pod = _with_overlay({"containers": [container]}, container, server)
     spec: dict[str, Any] = {
-        "selector": {
-            "matchLabels": {ISVC_UID_LABEL: str(isvc.metadata.uid), VERSION_LABEL: version}
-        },
+        "selector": {"matchLabels": version_selector(isvc, version)},
         "template": {"metadata": {"labels": labels}, "spec": pod},
     }
     if replicas is not None:
@@ -842,14 +831,14 @@ def server_deployment(
 
 
 def server_service(isvc: InferenceService, version: str) -> dict[str, Any]:
-    labels = {**child_labels(isvc, SERVER_COMPONENT), VERSION_LABEL: version}
+    labels = {**child_labels(isvc, MODEL_SERVER_COMPONENT), VERSION_LABEL: version}
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(isvc, version_name(isvc, version), labels),
         "spec": {
-            "selector": {ISVC_UID_LABEL: str(isvc.metadata.uid), VERSION_LABEL: version},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "selector": version_selector(isvc, version),
+            "ports": service_ports(),
         },
     }
 
@@ -861,7 +850,7 @@ def server_autoscaler(isvc: InferenceService, version: str) -> dict[str, Any] | 
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(isvc, child_name(isvc), child_labels(isvc, SERVER_COMPONENT)),
+        "metadata": _metadata(isvc, child_name(isvc), child_labels(isvc, MODEL_SERVER_COMPONENT)),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
@@ -883,39 +872,69 @@ def server_autoscaler(isvc: InferenceService, version: str) -> dict[str, Any] | 
     }
 
 
+@dataclass(frozen=True)
+class TrafficSplit:
+    """How requests are split at this point of the rollout, whatever carries it out (the
+    router's configuration, the HTTPRoute), so two modes never disagree on a step."""
+
+    stable: str | None
+    canary: str | None = None
+    canary_weight: int = 0
+    """The candidate's percent of requests not pinned by the header."""
+    pin_header: tuple[str, str | None] | None = None
+    """ABTest: (header, value) sending requests to the candidate; value None for any."""
+    mirror_percent: int = 0
+    """Shadow: the percent of requests copied to the candidate."""
+
+
+def traffic_split(isvc: InferenceService, plan: RolloutPlan) -> TrafficSplit:
+    """The candidate gets traffic only once its step has started (it is ready)."""
+    stable = plan.stable.version if plan.stable is not None else None
+    canary = plan.canary
+    if canary is None or canary.version is None:
+        return TrafficSplit(stable)
+    if canary.step_started_at is None:
+        return TrafficSplit(stable, canary.version)
+    ab = isvc.spec.rollout.ab_test
+    pin = (
+        (ab.header_name, ab.header_value)
+        if isvc.spec.rollout.strategy == "ABTest" and ab is not None
+        else None
+    )
+    return TrafficSplit(
+        stable,
+        canary.version,
+        canary_weight=canary.weight or 0,
+        pin_header=pin,
+        mirror_percent=mirror_percent(isvc, canary),
+    )
+
+
 def router_config(isvc: InferenceService, plan: RolloutPlan) -> RouterConfig:
     """Backends are the tracks; each names its version's Service and version label."""
+    split = traffic_split(isvc, plan)
     backends: dict[str, dict[str, Any]] = {}
     weights: dict[str, int] = {}
-    header_routes: list[dict[str, Any]] = []
-    shadow: dict[str, Any] | None = None
-    stable, canary = plan.stable, plan.canary
-    if stable is not None and stable.version is not None:
-        backends["stable"] = _backend(isvc, stable.version)
-        weights["stable"] = 100
-    if canary is not None and canary.version is not None:
-        backends["canary"] = _backend(isvc, canary.version)
-        weight = canary.weight or 0 if canary.step_started_at is not None else 0
-        weights["canary"] = weight
-        if "stable" in weights:
-            weights["stable"] = 100 - weight
-        ab = isvc.spec.rollout.ab_test
-        if isvc.spec.rollout.strategy == "ABTest" and ab and canary.step_started_at is not None:
-            route: dict[str, Any] = {"header": ab.header_name, "backend": "canary"}
-            if ab.header_value is not None:
-                route["value"] = ab.header_value
-            header_routes.append(route)
-        mirror = mirror_percent(isvc, canary)
-        if mirror > 0:
-            shadow = {"backend": "canary", "percent": mirror}
+    if split.stable is not None:
+        backends["stable"] = _backend(isvc, split.stable)
+        weights["stable"] = 100 - split.canary_weight
+    if split.canary is not None:
+        backends["canary"] = _backend(isvc, split.canary)
+        weights["canary"] = split.canary_weight
     document: dict[str, Any] = {
         "service": str(isvc.metadata.name),
         "backends": backends,
         "weights": weights,
-        "headerRoutes": header_routes,
+        "headerRoutes": [],
     }
-    if shadow is not None:
-        document["shadow"] = shadow
+    if split.pin_header is not None:
+        header, value = split.pin_header
+        route: dict[str, Any] = {"header": header, "backend": "canary"}
+        if value is not None:
+            route["value"] = value
+        document["headerRoutes"].append(route)
+    if split.mirror_percent > 0:
+        document["shadow"] = {"backend": "canary", "percent": split.mirror_percent}
     return RouterConfig.model_validate(document)
 
 
@@ -932,13 +951,13 @@ def router_configmap(isvc: InferenceService, config: RouterConfig) -> dict[str, 
     }
 
 
-def router_deployment(isvc: InferenceService) -> dict[str, Any]:
+def router_deployment(isvc: InferenceService, image: str = DEFAULT_IMAGE) -> dict[str, Any]:
     router = isvc.spec.traffic.router
     labels = child_labels(isvc, ROUTER_COMPONENT)
     name = router_name(isvc)
     container: dict[str, Any] = {
         "name": "router",
-        "image": router.image or DEFAULT_IMAGE,
+        "image": router.image or image,
         "command": ["mlcycle"],
         "args": [
             "router",
@@ -966,12 +985,7 @@ def router_deployment(isvc: InferenceService) -> dict[str, Any]:
         "metadata": _metadata(isvc, name, labels),
         "spec": {
             "replicas": router.replicas,
-            "selector": {
-                "matchLabels": {
-                    ISVC_UID_LABEL: str(isvc.metadata.uid),
-                    COMPONENT_LABEL: ROUTER_COMPONENT,
-                }
-            },
+            "selector": {"matchLabels": router_selector(isvc)},
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
@@ -984,11 +998,8 @@ def router_service(isvc: InferenceService) -> dict[str, Any]:
         "kind": "Service",
         "metadata": _metadata(isvc, child_name(isvc), child_labels(isvc, ROUTER_COMPONENT)),
         "spec": {
-            "selector": {
-                ISVC_UID_LABEL: str(isvc.metadata.uid),
-                COMPONENT_LABEL: ROUTER_COMPONENT,
-            },
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "selector": router_selector(isvc),
+            "ports": service_ports(),
         },
     }
 
@@ -1031,7 +1042,11 @@ def router_access(isvc: InferenceService) -> list[dict[str, Any]]:
 
 
 def server_children(
-    isvc: InferenceService, plan: RolloutPlan, model_name: str, tracking_uri: str | None
+    isvc: InferenceService,
+    plan: RolloutPlan,
+    model_name: str,
+    tracking_uri: str | None,
+    image: str = DEFAULT_IMAGE,
 ) -> list[dict[str, Any]]:
     """Deployment and Service of every version the plan serves, and the stable's HPA."""
     replicas = desired_replicas(isvc, plan)
@@ -1043,7 +1058,7 @@ def server_children(
         is_stable = track is plan.stable
         count = None if autoscaled and is_stable else replicas.get(track.version)
         children.append(server_service(isvc, track.version))
-        children.append(server_deployment(isvc, track, model_name, count, tracking_uri))
+        children.append(server_deployment(isvc, track, model_name, count, tracking_uri, image))
     if plan.stable is not None and plan.stable.version is not None:
         autoscaler = server_autoscaler(isvc, plan.stable.version)
         if autoscaler is not None:
@@ -1051,13 +1066,15 @@ def server_children(
     return children
 
 
-def router_children(isvc: InferenceService, plan: RolloutPlan) -> list[dict[str, Any]]:
+def router_children(
+    isvc: InferenceService, plan: RolloutPlan, image: str = DEFAULT_IMAGE
+) -> list[dict[str, Any]]:
     """Traffic layer of mode `router`: RBAC, router Deployment and Service, then the
     ConfigMap last so weights move only after the backends they name exist."""
     return [
         *router_access(isvc),
         router_service(isvc),
-        router_deployment(isvc),
+        router_deployment(isvc, image),
         router_configmap(isvc, router_config(isvc, plan)),
     ]
 
@@ -1084,7 +1101,7 @@ def stale_server_children(
     for deployment in deployments:
         metadata = deployment.get("metadata") or {}
         labels = metadata.get("labels") or {}
-        if labels.get(COMPONENT_LABEL) != SERVER_COMPONENT:
+        if labels.get(COMPONENT_LABEL) != MODEL_SERVER_COMPONENT:
             continue
         if labels.get(VERSION_LABEL) in keep:
             continue
@@ -1098,7 +1115,7 @@ def ready_replicas(deployments: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     found: dict[str, int] = {}
     for deployment in deployments:
         labels = (deployment.get("metadata") or {}).get("labels") or {}
-        if labels.get(COMPONENT_LABEL) != SERVER_COMPONENT or VERSION_LABEL not in labels:
+        if labels.get(COMPONENT_LABEL) != MODEL_SERVER_COMPONENT or VERSION_LABEL not in labels:
             continue
         status = deployment.get("status") or {}
         found[str(labels[VERSION_LABEL])] = int(status.get("readyReplicas") or 0)
@@ -1120,7 +1137,7 @@ def router_pod_addresses(pods: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def server_pod_addresses(pods: Sequence[Mapping[str, Any]], version: str) -> list[str]:
     """`ip:port` of the running model server pods of `version` (metrics on the serving port)."""
-    return _pod_addresses(pods, SERVER_COMPONENT, version, SERVER_PORT)
+    return _pod_addresses(pods, MODEL_SERVER_COMPONENT, version, SERVER_PORT)
 
 
 def _pod_addresses(
@@ -1156,6 +1173,37 @@ def _track_with_replicas(
     )
 
 
+def _replica_weights(
+    stable: TrackStatus | None, canary: TrackStatus | None
+) -> tuple[TrackStatus | None, TrackStatus | None]:
+    """replicas mode: the weights the ready pods give, not the ones asked for."""
+    if stable is None or canary is None:
+        return stable, canary
+    weight = effective_weight(stable.ready_replicas or 0, canary.ready_replicas or 0)
+    return (
+        stable.model_copy(update={"weight": 100 - weight}),
+        canary.model_copy(update={"weight": weight}),
+    )
+
+
+def _traffic_message(
+    isvc: InferenceService, observed: Observed, stable: TrackStatus | None, traffic: bool
+) -> str:
+    version = stable.version if stable else "?"
+    ready = stable.ready_replicas or 0 if stable else 0
+    mode = isvc.spec.traffic.mode
+    if mode == "router":
+        if traffic:
+            return f"router and version {version} answer requests"
+        return f"{observed.router_ready} router pods ready, {ready} stable pods ready"
+    entry = (
+        f"HTTPRoute {child_name(isvc)}" if mode == "gateway-api" else f"Service {child_name(isvc)}"
+    )
+    if traffic:
+        return f"version {version} answers requests through {entry}"
+    return f"{ready} stable pods ready behind {entry}"
+
+
 def status_plan(
     isvc: InferenceService, observed: Observed, plan: RolloutPlan, now: datetime.datetime
 ) -> StatusPlan:
@@ -1178,17 +1226,20 @@ def status_plan(
     replicas = desired_replicas(isvc, plan)
     stable = _track_with_replicas(plan.stable, observed, replicas)
     canary = _track_with_replicas(plan.canary, observed, replicas)
+    if isvc.spec.traffic.mode == "replicas":
+        stable, canary = _replica_weights(stable, canary)
     serving = stable is not None and (stable.ready_replicas or 0) > 0
-    traffic = serving and observed.router_ready > 0
+    traffic = serving and entry_ready(isvc, observed)
     conditions.put(
         reasons.TRAFFIC_AVAILABLE,
         traffic,
         reasons.SERVING if traffic else reasons.NOT_SERVING,
-        f"router and version {stable.version if stable else '?'} answer requests"
-        if traffic
-        else f"{observed.router_ready} router pods ready,"
-        f" {stable.ready_replicas if stable else 0} stable pods ready",
+        _traffic_message(isvc, observed, stable, traffic),
     )
+    if observed.refused is not None:
+        conditions.put(reasons.CHILDREN_APPLIED, False, *observed.refused)
+    else:
+        conditions.put(reasons.CHILDREN_APPLIED, True, reasons.APPLIED, "every child applied")
     reason, message = plan.progress
     conditions.put(reasons.PROGRESSING, canary is not None, reason, message)
     rejected = plan.rejected
@@ -1203,15 +1254,18 @@ def status_plan(
         conditions.put(
             reasons.ROLLED_BACK_CONDITION, False, reasons.NO_ROLLBACK, "no version rolled back"
         )
-    ready = plan.phase == "Ready" and traffic
-    conditions.put(
-        reasons.READY,
-        ready,
-        reasons.SERVING
-        if ready
-        else (reasons.NOT_SERVING if plan.phase == "Ready" else plan.phase),
-        f"version {stable.version} serves all traffic" if ready and stable else message,
-    )
+    ready = plan.phase == "Ready" and traffic and observed.refused is None
+    if observed.refused is not None:
+        conditions.put(reasons.READY, False, *observed.refused)
+    else:
+        conditions.put(
+            reasons.READY,
+            ready,
+            reasons.SERVING
+            if ready
+            else (reasons.NOT_SERVING if plan.phase == "Ready" else plan.phase),
+            f"version {stable.version} serves all traffic" if ready and stable else message,
+        )
     model_name = observed.target.model_name if observed.target else before.model_name
     status = before.model_copy(
         update={
@@ -1229,7 +1283,12 @@ def status_plan(
     recorded = _compact(before)
     compact = _compact(status)
     events = list(plan.events)
-    for type_ in (reasons.MODEL_RESOLVED, reasons.TRAFFIC_AVAILABLE, reasons.READY):
+    for type_ in (
+        reasons.MODEL_RESOLVED,
+        reasons.TRAFFIC_AVAILABLE,
+        reasons.CHILDREN_APPLIED,
+        reasons.READY,
+    ):
         old = find_condition(before.conditions, type_)
         new = find_condition(conditions.conditions, type_)
         if new is not None and (

@@ -24,12 +24,15 @@ refused the registration). Conditions (`reasons` holds every type and reason):
 
 Alias ownership
 ---------------
-An alias of a registered model is moved by exactly one ModelVersion object: the one whose
-claim, the registered-model tag `mlcycle.dev/alias-owner.<alias>` =
-`<namespace>/<name>/<uid>`, stands. A claim is taken when the alias is unclaimed, or its
-claimant no longer exists, is being deleted, or no longer declares the alias (or lost its
-approval). A second object declaring a claimed alias gets `AliasesSynced=False` with
-`AliasConflict` and leaves the alias alone: no flip-flop. The owner corrects any change made
+An alias of a registered model is moved by exactly one object: the one whose claim, the
+registered-model tag `mlcycle.dev/alias-owner.<alias>` = `<namespace>/<name>/<uid>` (a
+ModelVersion) or `InferenceService:<namespace>/<name>/<uid>` (its `registry.promoteAlias`),
+stands. A claim is taken when the alias is unclaimed, or its claimant no longer exists, is
+being deleted, or no longer wants the alias (a ModelVersion lost its approval or dropped
+it from `aliases`; an InferenceService promotes to another alias). A second ModelVersion
+declaring a claimed alias gets `AliasesSynced=False` with `AliasConflict`, a second
+InferenceService an `AliasConflict` Event at promotion, and either leaves the alias alone:
+no flip-flop. The owner corrects any change made
 to the alias in MLflow directly (drift) and announces it.
 """
 
@@ -40,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
+from mlcycle.api.v1alpha1.inferenceservice import InferenceService
 from mlcycle.api.v1alpha1.modelversion import (
     AliasMove,
     ApprovalStatus,
@@ -311,8 +315,14 @@ def claim_key(alias: str) -> str:
     return f"{ALIAS_CLAIM_PREFIX}{alias}"
 
 
-def claim_value(mv: ModelVersion) -> str:
-    return f"{mv.metadata.namespace}/{mv.metadata.name}/{mv.metadata.uid}"
+_CLAIMING_KINDS: Final = ("ModelVersion", "InferenceService")
+
+
+def claim_value(owner: ModelVersion | InferenceService) -> str:
+    # A ModelVersion's claim carries no kind: the form claims had before InferenceServices
+    # could hold one, still valid in registries written then.
+    base = f"{owner.metadata.namespace}/{owner.metadata.name}/{owner.metadata.uid}"
+    return base if owner.kind == "ModelVersion" else f"{owner.kind}:{base}"
 
 
 @dataclass(frozen=True)
@@ -320,13 +330,16 @@ class Claimant:
     namespace: str
     name: str
     uid: str
+    kind: str = "ModelVersion"
 
 
 def claimant(value: str) -> Claimant | None:
-    parts = value.split("/")
-    if len(parts) != 3 or not all(parts):
+    kind, _, path = value.rpartition(":")
+    parts = path.split("/")
+    if (kind or "ModelVersion") not in _CLAIMING_KINDS or len(parts) != 3 or not all(parts):
         return None
-    return Claimant(*parts)
+    namespace, name, uid = parts
+    return Claimant(namespace, name, uid, kind or "ModelVersion")
 
 
 def foreign_claims(mv: ModelVersion, model_tags: Mapping[str, str]) -> dict[str, Claimant]:
@@ -340,13 +353,19 @@ def foreign_claims(mv: ModelVersion, model_tags: Mapping[str, str]) -> dict[str,
     return found
 
 
-def claim_is_live(alias: str, owner: Claimant, current: ModelVersion | None) -> bool:
+def claim_is_live(
+    alias: str, owner: Claimant, current: ModelVersion | InferenceService | None
+) -> bool:
     """Whether the claimant still exists (same uid), is not being deleted, and still wants
-    the alias; otherwise its claim is stale and may be taken over."""
+    the alias (a ModelVersion declares it and is approved; an InferenceService promotes
+    to it); otherwise its claim is stale and may be taken over."""
     if current is None or current.metadata.uid != owner.uid:
         return False
     if current.metadata.deletion_timestamp is not None:
         return False
+    if isinstance(current, InferenceService):
+        registry = current.spec.registry
+        return registry is not None and registry.promote_alias == alias
     return alias in wanted_aliases(current)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from mlcycle.api.v1alpha1.inferenceservice import InferenceService
 from mlcycle.plan.ownership import controller_reference
-from mlcycle.plan.serving_labels import child_labels
+from mlcycle.plan.serving_names import TRAFFIC_COMPONENT, child_labels, child_name
 
 GATEWAY_API_GROUP: Final = "gateway.networking.k8s.io"
 HTTP_ROUTE_API_VERSION: Final = f"{GATEWAY_API_GROUP}/v1"
@@ -34,7 +34,7 @@ _ALL_PATHS: Final = {"path": {"type": "PathPrefix", "value": "/"}}
 
 
 def http_route_name(isvc: InferenceService) -> str:
-    return str(isvc.metadata.name)
+    return child_name(isvc)
 
 
 def desired_http_route(
@@ -90,7 +90,7 @@ def desired_http_route(
         "metadata": {
             "name": http_route_name(isvc),
             "namespace": isvc.metadata.namespace,
-            "labels": child_labels(isvc),
+            "labels": child_labels(isvc, TRAFFIC_COMPONENT),
             "ownerReferences": [controller_reference(isvc)],
         },
         "spec": spec,

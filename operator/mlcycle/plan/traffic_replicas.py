@@ -10,13 +10,17 @@ Pure: the Service is a camelCase dict for server-side apply.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from mlcycle.api.v1alpha1.inferenceservice import InferenceService
 from mlcycle.plan.ownership import controller_reference
-from mlcycle.plan.serving_labels import child_labels, model_server_selector
-
-SERVICE_PORT_NAME: Final = "http"
+from mlcycle.plan.serving_names import (
+    TRAFFIC_COMPONENT,
+    child_labels,
+    child_name,
+    model_server_selector,
+    service_ports,
+)
 
 Capacity = Literal["neutral", "surge"]
 
@@ -72,25 +76,24 @@ def effective_weight(stable_ready: int, canary_ready: int) -> int:
 
 
 def shared_service_name(isvc: InferenceService) -> str:
-    return str(isvc.metadata.name)
+    return child_name(isvc)
 
 
-def desired_shared_service(isvc: InferenceService, port: int) -> dict[str, Any]:
-    """The Service clients call in replicas mode: it selects both tracks' ready pods."""
+def desired_shared_service(isvc: InferenceService) -> dict[str, Any]:
+    """The Service clients call in replicas mode: it selects both tracks' ready pods, on
+    the model servers' named port, as each version's own Service does."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": shared_service_name(isvc),
             "namespace": isvc.metadata.namespace,
-            "labels": child_labels(isvc),
+            "labels": child_labels(isvc, TRAFFIC_COMPONENT),
             "ownerReferences": [controller_reference(isvc)],
         },
         "spec": {
             "selector": model_server_selector(isvc),
-            "ports": [
-                {"name": SERVICE_PORT_NAME, "port": port, "targetPort": port, "protocol": "TCP"}
-            ],
+            "ports": service_ports(),
         },
     }
 

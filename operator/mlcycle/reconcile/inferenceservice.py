@@ -9,24 +9,40 @@ Level-triggered: the object's own events and a short timer all call
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
+import logging
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from mlcycle.adapters import routermetrics
+from mlcycle.adapters import servingmetrics
 from mlcycle.adapters.cluster import ClusterClient
-from mlcycle.adapters.errors import AdapterError, UnavailableError
+from mlcycle.adapters.errors import (
+    AdapterError,
+    InvalidError,
+    KindNotServedError,
+    UnavailableError,
+)
 from mlcycle.adapters.metrics import RolloutMetrics
 from mlcycle.adapters.registry import MlflowRegistry
 from mlcycle.api.v1alpha1 import API_VERSION, InferenceService, ModelVersion
 from mlcycle.api.v1alpha1.inferenceservice import CounterSample, InferenceServiceStatus
 from mlcycle.plan import inferenceservice as plan
+from mlcycle.plan import modelversion as claims
 from mlcycle.plan import reasons
+from mlcycle.plan.backoff import backoff_seconds
 from mlcycle.plan.conditions import EventIntent
+from mlcycle.plan.serving_names import child_name
+from mlcycle.plan.traffic import traffic_children
+from mlcycle.reconcile.modelversion import claimant_object
+
+logger = logging.getLogger(__name__)
 
 # MLflow has no watch: an alias is looked up again this often (a moved alias starts a
 # rollout within this time), not on every tick of the rollout timer.
@@ -54,9 +70,6 @@ class ScalarQueries(Protocol):
     def query_scalar(self, query: str) -> float | None: ...
 
 
-TrafficLayer = Callable[[InferenceService, plan.RolloutPlan], list[dict[str, Any]]]
-
-
 @dataclass
 class InferenceServiceDeps:
     cluster: ClusterClient
@@ -64,13 +77,18 @@ class InferenceServiceDeps:
     default_tracking_uri: str | None
     metrics: RolloutMetrics
     read_router: Callable[[Sequence[str], str, str, str], CounterSample] = (
-        routermetrics.read_backend
+        servingmetrics.read_backend
     )
+    read_server: Callable[[Sequence[str], str, str], CounterSample] = servingmetrics.read_server
     read_predictions: Callable[[Sequence[str], str, str], dict[str, float]] = (
-        routermetrics.read_predictions
+        servingmetrics.read_predictions
     )
+    default_image: str = plan.DEFAULT_IMAGE
+    """Of model-server and router pods whose spec names none."""
     prometheus: ScalarQueries | None = None
     """Set when the operator is configured with a Prometheus URL."""
+    model_lock: Callable[[str], AbstractContextManager[Any]] = lambda _name: nullcontext()
+    """Serializes alias claims per registered model with the ModelVersion reconciler."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The status each object got from this operator's last write, by uid."""
@@ -80,6 +98,11 @@ class InferenceServiceDeps:
     """By uid: (generation, monotonic time, result) of the last resolution."""
     applied: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
     """(kind, namespace, name) → digest and monotonic time of the last apply."""
+    refused: dict[tuple[str, str, str], tuple[str, int, float, str, str]] = field(
+        default_factory=dict
+    )
+    """(kind, namespace, name) → digest, failures, monotonic time before which the same
+    manifest is not sent again, and the (reason, message) it was refused with."""
 
     def lock(self, uid: str) -> asyncio.Lock:
         # Own events and the timer may fire at once for one object.
@@ -90,13 +113,6 @@ class InferenceServiceDeps:
 class InferenceServiceOutcome:
     events: list[EventIntent]
     retry_after: float | None = None
-
-
-def traffic_layer(mode: str) -> TrafficLayer | None:
-    """The objects that split traffic, one function per `traffic.mode`."""
-    if mode == "router":
-        return plan.router_children
-    return None
 
 
 async def reconcile_inferenceservice(
@@ -120,7 +136,6 @@ async def _reconcile(
     isvc: InferenceService, deps: InferenceServiceDeps, children: Children, now: datetime.datetime
 ) -> InferenceServiceOutcome:
     uid, namespace = str(isvc.metadata.uid), str(isvc.metadata.namespace)
-    layer = traffic_layer(isvc.spec.traffic.mode)
     resolution = await _resolve(isvc, deps, children)
     target = resolution if isinstance(resolution, plan.Target) else None
     blocked = resolution if isinstance(resolution, plan.Blocked) else None
@@ -130,7 +145,7 @@ async def _reconcile(
     status = isvc.status or InferenceServiceStatus()
     if status.canary is not None and plan.analysis_due(isvc, now):
         pods = children.pods(uid)
-        sample = await _read_router(isvc, deps, pods, status.canary.version)
+        sample = await _read_candidate(isvc, deps, pods, status)
         if sample is not None and isvc.spec.analysis.drift_max is not None:
             sample = await _with_predictions(isvc, deps, pods, sample, status)
         queries = await _prometheus_checks(isvc, deps)
@@ -146,29 +161,21 @@ async def _reconcile(
     events = list(rollout.events)
     # The registry first: a status write lost after it leaves the same decision to be
     # made again, and the writes (an alias, tags) are the same again.
-    writes_failed = await _write_registry(deps, rollout.registry_writes)
+    writes_failed, alias_conflicts = await _write_registry(isvc, deps, rollout.registry_writes)
     if writes_failed is not None:
         return InferenceServiceOutcome(
             [EventIntent("Warning", reasons.REGISTRY_WRITE_FAILED, writes_failed)], retry_after=5
         )
-    if layer is None:
-        events.append(
-            EventIntent(
-                "Warning",
-                reasons.TRAFFIC_MODE_NOT_SUPPORTED,
-                f"traffic.mode {isvc.spec.traffic.mode} is not supported by this operator",
-            )
-        )
-    else:
-        model_name = target.model_name if target else (status.model_name or "")
-        manifests = plan.server_children(isvc, rollout, model_name, deps.default_tracking_uri)
-        if rollout.stable is not None:
-            # Nothing to route to before a first version resolves.
-            manifests.extend(layer(isvc, rollout))
-        await _apply(deps, manifests, deployments)
-        for kind, name in plan.stale_server_children(deployments, rollout):
-            await asyncio.to_thread(deps.cluster.delete, _API_VERSIONS[kind], kind, namespace, name)
-            deps.applied.pop((kind, namespace, name), None)
+    events.extend(alias_conflicts)
+    model_name = target.model_name if target else (status.model_name or "")
+    manifests = plan.server_children(
+        isvc, rollout, model_name, deps.default_tracking_uri, deps.default_image
+    )
+    manifests.extend(traffic_children(isvc, rollout, deps.default_image))
+    refused = await _apply(deps, manifests, deployments)
+    for kind, name in plan.stale_server_children(deployments, rollout):
+        await asyncio.to_thread(deps.cluster.delete, _API_VERSIONS[kind], kind, namespace, name)
+        deps.applied.pop((kind, namespace, name), None)
     if rollout.clear_annotations:
         await asyncio.to_thread(
             deps.cluster.remove_annotations,
@@ -178,6 +185,8 @@ async def _reconcile(
             str(isvc.metadata.name),
             rollout.clear_annotations,
         )
+    if refused is not None:
+        observed = dataclasses.replace(observed, refused=refused)
     planned = plan.status_plan(isvc, observed, rollout, now)
     if planned.changed:
         written = await asyncio.to_thread(
@@ -257,16 +266,30 @@ def _resolve_in_registry(
     return plan.Target(name, record.version)
 
 
-async def _read_router(
+async def _read_candidate(
     isvc: InferenceService,
     deps: InferenceServiceDeps,
     pods: Sequence[Mapping[str, Any]],
-    version: str | None,
+    status: InferenceServiceStatus,
 ) -> CounterSample | None:
-    addresses = plan.router_pod_addresses(pods)
+    """The candidate's cumulative counters: from the routers in router mode (they also
+    count mirrored requests and agreement), from the candidate's own model servers in the
+    other modes (whatever routed the requests, its servers answered them)."""
+    version = str(status.canary.version if status.canary else None)
     try:
+        if isvc.spec.traffic.mode == "router":
+            return await asyncio.to_thread(
+                deps.read_router,
+                plan.router_pod_addresses(pods),
+                str(isvc.metadata.name),
+                "canary",
+                version,
+            )
         return await asyncio.to_thread(
-            deps.read_router, addresses, str(isvc.metadata.name), "canary", str(version)
+            deps.read_server,
+            plan.server_pod_addresses(pods, version),
+            str(status.model_name),
+            version,
         )
     except UnavailableError:
         return None  # the plan holds the step: no verdict without figures
@@ -315,30 +338,69 @@ async def _prometheus_checks(
     for check in checks:
         try:
             values[check.name] = await asyncio.to_thread(client.query_scalar, check.query)
-        except UnavailableError:
+        except AdapterError as error:
+            # Unreachable, or a query Prometheus refuses: no figure, the step holds.
+            logger.warning("Prometheus check %s: %s", check.name, error.message)
             values[check.name] = None
     return values
 
 
 async def _write_registry(
-    deps: InferenceServiceDeps, writes: Sequence[plan.RegistryWrite]
-) -> str | None:
-    """The outcome written back to MLflow; a message when it could not be."""
+    isvc: InferenceService, deps: InferenceServiceDeps, writes: Sequence[plan.RegistryWrite]
+) -> tuple[str | None, list[EventIntent]]:
+    """The outcome written back to MLflow: a message when it could not be, and Events for
+    an alias left alone because another object owns it."""
     if not writes or deps.default_tracking_uri is None:
-        return None
+        return None, []
     registry = deps.registry_for(deps.default_tracking_uri)
 
-    def write_all() -> None:
+    def write_all() -> list[EventIntent]:
+        conflicts = []
         for write in writes:
             for key, value in write.tags.items():
                 registry.set_version_tag(write.model_name, write.version, key, value)
             if write.alias is not None:
-                registry.set_alias(write.model_name, write.alias, write.version)
+                with deps.model_lock(write.model_name):
+                    owner = _claim_alias(isvc, deps, registry, write.model_name, write.alias)
+                    if owner is None:
+                        registry.set_alias(write.model_name, write.alias, write.version)
+                        continue
+                conflicts.append(
+                    EventIntent(
+                        "Warning",
+                        reasons.ALIAS_CONFLICT,
+                        f"alias {write.alias} of {write.model_name} belongs to {owner.kind}"
+                        f" {owner.namespace}/{owner.name}: version {write.version} was"
+                        " promoted without it",
+                    )
+                )
+        return conflicts
 
     try:
-        await asyncio.to_thread(write_all)
+        return None, await asyncio.to_thread(write_all)
     except AdapterError as error:
-        return f"rollout outcome not written to MLflow yet: {error.message}"
+        return f"rollout outcome not written to MLflow yet: {error.message}", []
+
+
+def _claim_alias(
+    isvc: InferenceService,
+    deps: InferenceServiceDeps,
+    registry: MlflowRegistry,
+    model_name: str,
+    alias: str,
+) -> claims.Claimant | None:
+    """Takes the alias' claim for `isvc` unless another live object holds it; returns that
+    object then. Shared with ModelVersions, so an alias has one owner and never flips."""
+    model = registry.registered_model(model_name)
+    value = (model.tags if model else {}).get(claims.claim_key(alias))
+    owner = claims.claimant(value) if value else None
+    if owner is not None and owner.uid == str(isvc.metadata.uid):
+        return None
+    if owner is not None and claims.claim_is_live(
+        alias, owner, claimant_object(deps.cluster, owner)
+    ):
+        return owner
+    registry.set_model_tag(model_name, claims.claim_key(alias), claims.claim_value(isvc))
     return None
 
 
@@ -346,22 +408,43 @@ async def _apply(
     deps: InferenceServiceDeps,
     manifests: Sequence[Mapping[str, Any]],
     deployments: Sequence[Mapping[str, Any]],
-) -> None:
+) -> tuple[str, str] | None:
     """Server-side apply of what changed since this operator last applied it (or is
-    missing from the Deployments index, or was applied long ago)."""
+    missing from the Deployments index, or was applied long ago). A manifest the API
+    server refuses is sent again only after a backoff, or once it changes; the first
+    refusal is returned as (reason, message) for the status."""
     present = {str((d.get("metadata") or {}).get("name")) for d in deployments}
     now = time.monotonic()
+    first_refusal: tuple[str, str] | None = None
     for manifest in manifests:
         metadata = manifest["metadata"]
         key = (str(manifest["kind"]), str(metadata["namespace"]), str(metadata["name"]))
         digest = plan.manifest_digest(manifest)
+        refused = deps.refused.get(key)
+        if refused is not None and refused[0] == digest and now < refused[2]:
+            first_refusal = first_refusal or (refused[3], refused[4])
+            continue
         last = deps.applied.get(key)
         missing = manifest["kind"] == "Deployment" and key[2] not in present
         fresh = last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS
         if fresh and not missing:
             continue
-        await asyncio.to_thread(deps.cluster.apply, manifest)
+        try:
+            await asyncio.to_thread(deps.cluster.apply, manifest)
+        except InvalidError as error:
+            failures = refused[1] + 1 if refused is not None and refused[0] == digest else 1
+            reason = (
+                reasons.TRAFFIC_KIND_NOT_SERVED
+                if isinstance(error, KindNotServedError)
+                else reasons.CHILD_REFUSED
+            )
+            retry_at = now + backoff_seconds(failures, random.random())
+            deps.refused[key] = (digest, failures, retry_at, reason, error.message)
+            first_refusal = first_refusal or (reason, error.message)
+            continue
+        deps.refused.pop(key, None)
         deps.applied[key] = (digest, now)
+    return first_refusal
 
 
 def _record_metrics(
@@ -382,7 +465,8 @@ def forget_inferenceservice(isvc: InferenceService, deps: InferenceServiceDeps) 
     deps.written_status.pop(uid, None)
     deps.resolved.pop(uid, None)
     deps.locks.pop(uid, None)
-    namespace, prefix = str(isvc.metadata.namespace), plan.child_name(isvc)
-    for key in [key for key in deps.applied if key[1] == namespace and key[2].startswith(prefix)]:
-        deps.applied.pop(key, None)
+    namespace, prefix = str(isvc.metadata.namespace), child_name(isvc)
+    for memory in (deps.applied, deps.refused):
+        for key in [key for key in memory if key[1] == namespace and key[2].startswith(prefix)]:
+            memory.pop(key, None)
     deps.metrics.forget(namespace, str(isvc.metadata.name))

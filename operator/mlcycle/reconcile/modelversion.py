@@ -24,14 +24,14 @@ from mlcycle.adapters.errors import AdapterError, NotFoundError, UnavailableErro
 from mlcycle.adapters.metrics import RegistrationMetrics
 from mlcycle.adapters.registry import MlflowRegistry, VersionRecord
 from mlcycle.adapters.tracking import SERVICE
-from mlcycle.api.v1alpha1 import API_VERSION, ModelVersion, TrainingJob
+from mlcycle.api.v1alpha1 import API_VERSION, InferenceService, ModelVersion, TrainingJob
 from mlcycle.api.v1alpha1.modelversion import ModelSignature, ModelVersionStatus
 from mlcycle.plan import modelversion as plan
 from mlcycle.plan import reasons
 from mlcycle.plan.backoff import backoff_seconds
 from mlcycle.plan.conditions import EventIntent, StatusPlan
 
-ParsedKind = TypeVar("ParsedKind", TrainingJob, ModelVersion)
+ParsedKind = TypeVar("ParsedKind", TrainingJob, ModelVersion, InferenceService)
 
 
 @dataclass
@@ -321,8 +321,7 @@ def _sync_aliases(
         tags = model.tags if model else {}
         live: dict[str, bool] = {}
         for alias, owner in plan.foreign_claims(mv, tags).items():
-            body = deps.cluster.get(API_VERSION, "ModelVersion", owner.namespace, owner.name)
-            live[alias] = plan.claim_is_live(alias, owner, _parsed(ModelVersion, body))
+            live[alias] = plan.claim_is_live(alias, owner, claimant_object(deps.cluster, owner))
         aliases_plan = plan.plan_aliases(
             mv,
             version=version,
@@ -343,6 +342,16 @@ def _sync_aliases(
         for key, value in aliases_plan.version_tags.items():
             registry.set_version_tag(model_name, version, key, value)
     return aliases_plan
+
+
+def claimant_object(
+    cluster: ClusterClient, owner: plan.Claimant
+) -> ModelVersion | InferenceService | None:
+    """The object behind an alias claim, as the API server has it now."""
+    body = cluster.get(API_VERSION, owner.kind, owner.namespace, owner.name)
+    if owner.kind == "InferenceService":
+        return _parsed(InferenceService, body)
+    return _parsed(ModelVersion, body)
 
 
 def _parsed(kind: type[ParsedKind], body: dict[str, Any] | None) -> ParsedKind | None:

@@ -235,8 +235,37 @@ class RegistryWriteBack(ApiModel):
     """Tag model versions with the rollout outcome (`rollout=promoted|failed`)."""
 
 
+_MODE = "(has({0}.traffic) && has({0}.traffic.mode) ? {0}.traffic.mode : 'router')"
+
+
 class InferenceServiceSpec(ApiModel):
     """The model to serve and how new versions of it roll out."""
+
+    cel_rules = (
+        CelRule(
+            rule=f"{_MODE.format('self')} != 'replicas' || !has(self.rollout)"
+            " || !has(self.rollout.strategy) || self.rollout.strategy in ['Canary', 'Immediate']",
+            message="traffic.mode replicas splits requests by pod counts only: rollout.strategy"
+            " must be Canary or Immediate (Shadow and ABTest need mode router or gateway-api)",
+            holds=lambda spec: (
+                spec.traffic.mode != "replicas" or spec.rollout.strategy in ("Canary", "Immediate")
+            ),
+        ),
+        CelRule(
+            rule=f"{_MODE.format('self')} == 'router' || !has(self.analysis)"
+            " || !has(self.analysis.shadowAgreementMin)",
+            message="analysis.shadowAgreementMin needs traffic.mode router: only mlcycle's"
+            " router compares the answers of both versions",
+            holds=lambda spec: (
+                spec.traffic.mode == "router" or spec.analysis.shadow_agreement_min is None
+            ),
+        ),
+        CelRule(
+            rule=f"{_MODE.format('self')} == {_MODE.format('oldSelf')}",
+            message="traffic.mode cannot change: create another InferenceService for another"
+            " traffic mode and move clients over",
+        ),
+    )
 
     model: ModelSelector
     server: ServerSpec = Field(default_factory=ServerSpec)

@@ -111,6 +111,8 @@ class AgentConfig:
     apiserver_host: str
     apiserver_port: int
     work_dir: str
+    ca_file: str | None = None
+    """The apiserver's CA, for the service-account kubeconfigs of pods."""
     python_bin_dir: str = field(default_factory=lambda: os.path.dirname(sys.executable))
 
     @property
@@ -160,6 +162,34 @@ class Api:
             if error.status == 404:
                 return None
             raise
+
+    def service_account_token(self, namespace: str, account: str, pod: PodView) -> str | None:
+        """A token bound to the pod (TokenRequest, as the kubelet asks for its projected
+        volume); None when the service account does not exist (yet)."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": podspec.SERVICE_ACCOUNT_TOKEN_SECONDS,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod.name,
+                    "uid": pod.uid,
+                },
+            },
+        }
+        try:
+            response = self._json(
+                self.core.create_namespaced_service_account_token(
+                    account, namespace, body, _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return str(response["status"]["token"])
 
     def create_node(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._json(self.core.create_node(body, _preload_content=False))
@@ -592,6 +622,27 @@ class PodWorker(threading.Thread):
             if due and slot.record.state == "waiting" and slot.process is None:
                 self._start(slot, now)
 
+    def _service_account_env(self, pod: PodView) -> dict[str, str]:
+        """`KUBECONFIG` naming the pod's service-account kubeconfig, written on first use."""
+        if not podspec.wants_service_account_token(pod):
+            return {}
+        path = self.directory / "serviceaccount.kubeconfig"
+        if not path.exists():
+            token = self.agent.api.service_account_token(
+                pod.namespace, pod.service_account_name, pod
+            )
+            if token is None:
+                raise ContainerConfigError(f'serviceaccount "{pod.service_account_name}" not found')
+            config = self.agent.config
+            kubeconfig = podspec.service_account_kubeconfig(
+                config.apiserver_host, config.apiserver_port, config.ca_file, pod.namespace, token
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(kubeconfig, handle)
+        return {"KUBECONFIG": str(path)}
+
     def _resolve_env(self, pod: PodView, spec: ContainerSpec) -> dict[str, str]:
         secret_names, config_map_names = podspec.referenced_objects(spec)
         secrets = {
@@ -610,7 +661,7 @@ class PodWorker(threading.Thread):
             pod_ip=self.pod_ip,
             host_ip=HOST_IP,
             node_allocatable=self.agent.config.capacity,
-            service_env=self.agent.service_env,
+            service_env={**self.agent.service_env, **self._service_account_env(pod)},
         )
         return {"HOSTNAME": podspec.pod_hostname(pod), **podspec.resolve_env(pod, spec, inputs)}
 

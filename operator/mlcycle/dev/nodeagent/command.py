@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         apiserver_host=args.apiserver_host or server.hostname or "127.0.0.1",
         apiserver_port=args.apiserver_port or server.port or 443,
         work_dir=os.getcwd(),
+        ca_file=client_configuration.ssl_ca_cert,
     )
     agent = NodeAgent(config, Api(api_client))
 

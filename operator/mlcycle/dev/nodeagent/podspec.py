@@ -187,6 +187,7 @@ class PodView:
     annotations: Mapping[str, str] = field(default_factory=dict)
     node_name: str = ""
     service_account_name: str = ""
+    automount_service_account_token: bool = True
     hostname: str = ""
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
     init_containers: tuple[ContainerSpec, ...] = ()
@@ -342,6 +343,7 @@ def parse_pod(raw: Json) -> PodView:
         annotations=dict(metadata.get("annotations") or {}),
         node_name=spec.get("nodeName", ""),
         service_account_name=spec.get("serviceAccountName", ""),
+        automount_service_account_token=spec.get("automountServiceAccountToken") is not False,
         hostname=spec.get("hostname", ""),
         restart_policy=spec.get("restartPolicy", "Always"),
         init_containers=tuple(parse_container(c) for c in spec.get("initContainers") or ()),
@@ -538,6 +540,44 @@ def service_env(apiserver_host: str, apiserver_port: int) -> dict[str, str]:
         "KUBERNETES_SERVICE_PORT": str(apiserver_port),
         "KUBERNETES_SERVICE_PORT_HTTPS": str(apiserver_port),
         "KUBERNETES_PORT": f"tcp://{apiserver_host}:{apiserver_port}",
+    }
+
+
+SERVICE_ACCOUNT_TOKEN_SECONDS = 24 * 3600
+
+
+def wants_service_account_token(pod: PodView) -> bool:
+    return bool(pod.service_account_name) and pod.automount_service_account_token
+
+
+def service_account_kubeconfig(
+    apiserver_host: str, apiserver_port: int, ca_file: str | None, namespace: str, token: str
+) -> dict[str, Any]:
+    """A kubeconfig holding a pod's service-account token.
+
+    The kubelet mounts the token at /var/run/secrets/kubernetes.io/serviceaccount; pods
+    here are processes sharing one filesystem, so each gets its own file and `KUBECONFIG`
+    instead, which every Kubernetes client library reads. The pod then acts with its
+    service account's RBAC, as on a real node."""
+    cluster: dict[str, Any] = {"server": f"https://{apiserver_host}:{apiserver_port}"}
+    if ca_file:
+        cluster["certificate-authority"] = ca_file
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": cluster}],
+        "users": [{"name": "service-account", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "pod",
+                "context": {
+                    "cluster": "cluster",
+                    "user": "service-account",
+                    "namespace": namespace,
+                },
+            }
+        ],
+        "current-context": "pod",
     }
 
 

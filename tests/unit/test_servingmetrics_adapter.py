@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mlcycle.adapters.routermetrics import backend_sample, predicted_classes
+from mlcycle.adapters.servingmetrics import backend_sample, predicted_classes, server_sample
 from mlcycle.dataplane.router.metrics import RouterMetrics
 from mlcycle.dataplane.server.metrics import ServerMetrics
 from mlcycle.dataplane.server.source import ModelIdentity
@@ -59,3 +59,22 @@ def test_predicted_classes_and_their_drift() -> None:
     assert prediction_drift(collapsed, stable) == pytest.approx(0.75)
     assert predicted_classes([_server_exposition("3", [0])], "iris", "2") == {}
     assert prediction_drift({}, stable) is None
+
+
+def test_a_versions_requests_are_summed_over_its_model_servers() -> None:
+    def exposition(version: str, requests: list[tuple[str, int, float]]) -> str:
+        metrics = ServerMetrics(ModelIdentity("iris", version))
+        for protocol, code, seconds in requests:
+            metrics.observe_request(protocol, code, seconds)
+        return generate_latest(metrics.registry).decode()
+
+    first = exposition("2", [("v2", 200, 0.004), ("mlflow", 500, 0.2)])
+    second = exposition("2", [("v2", 200, 0.004), ("v2", 400, 0.004)])
+    other = exposition("1", [("v2", 500, 0.004)])
+    sample = server_sample([first, second, other], "iris", "2")
+    assert (sample.requests, sample.errors) == (4, 1)  # a 400 is the client's fault
+    figures = interval_figures(None, sample)
+    assert figures.success_rate == 0.75
+    p99 = figures.latency_quantile(0.99)
+    assert p99 is not None
+    assert p99 > 0.1  # the slow 500 is in the tail

@@ -1,0 +1,97 @@
+"""Names and labels of an InferenceService's children, and the selectors every traffic
+mode shares.
+
+Every child carries `child_labels(isvc, component)`. Model-server pods also carry their
+version (`VERSION_LABEL`): Deployments are named and selected by version, not by track, so
+promotion turns the candidate's pods into the stable ones without touching them. In
+replicas mode the shared Service selects on `model_server_selector` alone, so both
+versions answer it and the split is the ratio of their ready pods; router pods carry
+another component value, or that Service would send requests to the router.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from mlcycle.api.v1alpha1.inferenceservice import InferenceService
+from mlcycle.plan.ownership import MANAGED_BY_LABEL, name_label
+
+INFERENCESERVICE_LABEL: Final = "mlcycle.dev/inferenceservice"
+INFERENCESERVICE_UID_LABEL: Final = "mlcycle.dev/inferenceservice-uid"
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
+MODEL_SERVER_COMPONENT: Final = "model-server"
+ROUTER_COMPONENT: Final = "router"
+TRAFFIC_COMPONENT: Final = "traffic"
+"""Objects that only route (the HTTPRoute, the shared Service of replicas mode)."""
+VERSION_LABEL: Final = "mlcycle.dev/model-version"
+SERVICE_PORT: Final = 80
+"""The port of every Service of an InferenceService (its model servers' named port `http`
+behind it)."""
+SERVICE_PORT_NAME: Final = "http"
+_NAME_LIMIT: Final = 63
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def child_name(isvc: InferenceService, suffix: str = "") -> str:
+    """`<isvc><suffix>`, shortened with a hash to a DNS label (Services need one)."""
+    name = f"{isvc.metadata.name}{suffix}"
+    if len(name) <= _NAME_LIMIT:
+        return name
+    keep = _NAME_LIMIT - len(suffix) - 9
+    return f"{str(isvc.metadata.name)[:keep].rstrip('.-')}-{_short_hash(name)}{suffix}"
+
+
+def version_name(isvc: InferenceService, version: str) -> str:
+    # Named by version, not by track: on promotion the candidate's pods become the stable
+    # ones as they are; only the router's configuration changes.
+    return child_name(isvc, f"-v{version}")
+
+
+def router_name(isvc: InferenceService) -> str:
+    return child_name(isvc, "-router")
+
+
+def child_labels(isvc: InferenceService, component: str) -> dict[str, str]:
+    """Labels every child of `isvc` carries (Services, routes, Deployments, pods)."""
+    return {
+        MANAGED_BY_LABEL: "mlcycle",
+        INFERENCESERVICE_LABEL: name_label(str(isvc.metadata.name)),
+        INFERENCESERVICE_UID_LABEL: str(isvc.metadata.uid),
+        COMPONENT_LABEL: component,
+    }
+
+
+def model_server_selector(isvc: InferenceService) -> dict[str, str]:
+    """The labels every model-server pod of `isvc` carries, whatever its version."""
+    return {
+        INFERENCESERVICE_UID_LABEL: str(isvc.metadata.uid),
+        COMPONENT_LABEL: MODEL_SERVER_COMPONENT,
+    }
+
+
+def version_selector(isvc: InferenceService, version: str) -> dict[str, str]:
+    """The model-server pods of one version."""
+    return {INFERENCESERVICE_UID_LABEL: str(isvc.metadata.uid), VERSION_LABEL: version}
+
+
+def router_selector(isvc: InferenceService) -> dict[str, str]:
+    return {
+        INFERENCESERVICE_UID_LABEL: str(isvc.metadata.uid),
+        COMPONENT_LABEL: ROUTER_COMPONENT,
+    }
+
+
+def service_ports() -> list[dict[str, object]]:
+    """The ports of every Service of an InferenceService."""
+    return [
+        {
+            "name": SERVICE_PORT_NAME,
+            "port": SERVICE_PORT,
+            "targetPort": SERVICE_PORT_NAME,
+            "protocol": "TCP",
+        }
+    ]
