@@ -144,6 +144,10 @@ def _load_lightgbm(model_dir: Path, flavors: dict[str, Any], signature: Signatur
     import mlflow.lightgbm
 
     model = mlflow.lightgbm.load_model(str(model_dir))
+    # Fitted on a DataFrame, called with arrays in the signature's column order.
+    warnings.filterwarnings(
+        "ignore", message="X does not have valid feature names", category=UserWarning
+    )
     return LoadedModel(
         flavor="lightgbm",
         predict=model.predict,
