@@ -165,6 +165,7 @@ def test_a_refused_child_is_a_condition_and_not_ready() -> None:
     assert by_type[reasons.CHILDREN_APPLIED]["reason"] == reasons.TRAFFIC_KIND_NOT_SERVED
     assert by_type[reasons.READY]["status"] == "False"
     assert by_type[reasons.READY]["reason"] == reasons.TRAFFIC_KIND_NOT_SERVED
+    assert planned.status["phase"] == "Progressing"
     assert any(event.reason == reasons.TRAFFIC_KIND_NOT_SERVED for event in planned.events)
 
 

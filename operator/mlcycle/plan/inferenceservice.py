@@ -1270,7 +1270,8 @@ def status_plan(
     status = before.model_copy(
         update={
             "observed_generation": isvc.metadata.generation,
-            "phase": plan.phase,
+            # Not Ready while a child is refused: the phase never contradicts the condition.
+            "phase": "Progressing" if plan.phase == "Ready" and observed.refused else plan.phase,
             "conditions": conditions.conditions,
             "url": service_url(isvc),
             "model_name": model_name,
