@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -384,3 +385,38 @@ def test_mlflow_outage_holds_the_training_with_a_condition_then_it_runs_once(
         filter_string="tags.`mlcycle.dev/name` = 'patient'",
     )
     assert len(runs) == 1
+
+
+def test_a_refused_job_is_a_condition_and_runs_once_the_quota_allows_it(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    """What the schema cannot see (here a ResourceQuota of no Jobs) becomes a condition and
+    one Event, retried with backoff, and the training runs when the cause goes away."""
+    kubectl("create", "quota", "no-jobs", "--hard=count/jobs.batch=0", "-n", namespace)
+    eventually(
+        "the quota counted by the controller-manager",
+        lambda: (
+            (_get(kubectl, namespace, "resourcequota", "no-jobs") or {})
+            .get("status", {})
+            .get("hard")
+        ),
+    )
+    _apply(kubectl, namespace, "quota", command=["python", "-c", "pass"])
+
+    def refused() -> dict[str, Any] | None:
+        status = (_get(kubectl, namespace, "trainingjob", "quota") or {}).get("status") or {}
+        found = [c for c in status.get("conditions", []) if c["type"] == "ChildrenApplied"]
+        return found[0] if found and found[0]["status"] == "False" else None
+
+    condition = eventually("the Job refused", refused, timeout=60)
+    assert condition["reason"] == "JobRefused"
+    assert "quota" in condition["message"]
+    time.sleep(4)  # a few retries: still one Event, no Job
+    assert _event_reasons(kubectl, namespace, "quota")["JobRefused"] == 1
+    assert not json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
+
+    kubectl("delete", "quota", "no-jobs", "-n", namespace)
+    status = _finished(kubectl, namespace, "quota", timeout=180)
+    assert status["phase"] == "Succeeded"
+    applied = next(c for c in status["conditions"] if c["type"] == "ChildrenApplied")
+    assert (applied["status"], applied["reason"]) == ("True", "Applied")

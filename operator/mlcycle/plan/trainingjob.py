@@ -976,6 +976,9 @@ def status_patch(
             reasons.RUN_BOUND,
             f"MLflow run {run.run_id} in experiment {run.experiment_name}",
         )
+    if find_condition(conditions.conditions, reasons.CHILDREN_APPLIED) is not None:
+        # Only after a refusal: a Job accepted at once needs no word about it.
+        conditions.put(reasons.CHILDREN_APPLIED, True, reasons.APPLIED, "the Job was accepted")
     conditions.put(reasons.RUNNING, phase == "Running", observation.reason, observation.message)
     if phase == "Succeeded":
         conditions.put(reasons.COMPLETE, True, observation.reason, observation.message)
@@ -1065,12 +1068,14 @@ def blocked_status(
     reason: str,
     message: str,
     now: datetime.datetime,
+    condition: str = reasons.TRACKING_READY,
 ) -> StatusPlan:
-    """The training cannot proceed until MLflow is reachable (or configured): say so in a
-    condition, keep the phase, and emit a Warning once per new reason."""
+    """The training cannot proceed until MLflow is reachable (or configured), or the API
+    server accepts its Job (`condition` CHILDREN_APPLIED): say so in a condition, keep the
+    phase, and emit a Warning once per new reason."""
     before = previous or TrainingJobStatus()
     conditions = ConditionSet(before.conditions, tj.metadata.generation, now)
-    conditions.put(reasons.TRACKING_READY, False, reason, message)
+    conditions.put(condition, False, reason, message)
     status = before.model_copy(
         update={
             "observed_generation": tj.metadata.generation,
@@ -1084,7 +1089,7 @@ def blocked_status(
         for key, value in _recorded(status).items()
         if key in ("observedGeneration", "phase", "conditions")
     }
-    was = find_condition(before.conditions, reasons.TRACKING_READY)
+    was = find_condition(before.conditions, condition)
     events = []
     if was is None or was.status != "False" or was.reason != reason:
         events.append(EventIntent("Warning", reason, cap_message(message)))

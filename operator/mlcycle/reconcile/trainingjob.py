@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mlcycle.adapters.cluster import ClusterClient
-from mlcycle.adapters.errors import AdapterError, NotFoundError, UnavailableError
+from mlcycle.adapters.errors import AdapterError, InvalidError, NotFoundError, UnavailableError
 from mlcycle.adapters.metrics import TrainingMetrics
 from mlcycle.adapters.tracking import DatasetInput, MlflowTracking
 from mlcycle.api.v1alpha1 import API_VERSION, TrainingJob
 from mlcycle.api.v1alpha1.trainingjob import TrainingJobStatus
+from mlcycle.plan import reasons
 from mlcycle.plan import trainingjob as plan
 from mlcycle.plan.backoff import backoff_seconds
 from mlcycle.plan.conditions import EventIntent, StatusPlan
@@ -46,6 +47,8 @@ class TrainingDeps:
     written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The status each object got from this operator's last write, by uid."""
     tracking_failures: dict[str, tuple[int, datetime.datetime]] = field(default_factory=dict)
+    job_refusals: dict[str, tuple[int, datetime.datetime]] = field(default_factory=dict)
+    """By uid: how often the API server refused the Job, and when to send it again."""
     """Consecutive MLflow failures per uid and when MLflow may be called again: the 5 s
     resync must not turn an MLflow outage into a request storm from every training."""
 
@@ -122,11 +125,20 @@ async def _reconcile(
     job_name = status.job_name or plan.job_name(tj, attempt=0)
     job = children.job(namespace, job_name)
     if job is None:
+        refusals, retry_at = deps.job_refusals.get(str(tj.metadata.uid), (0, now))
+        if refusals and now < retry_at:
+            return TrainingOutcome([], retry_after=(retry_at - now).total_seconds())
         desired = plan.desired_job(tj, binding, attempt=plan.attempt_of(job_name, tj))
         service = plan.desired_headless_service(tj, desired["metadata"]["name"])
-        if service is not None:
-            await asyncio.to_thread(deps.cluster.apply, service)
-        job = await asyncio.to_thread(deps.cluster.apply, desired)
+        try:
+            if service is not None:
+                await asyncio.to_thread(deps.cluster.apply, service)
+            job = await asyncio.to_thread(deps.cluster.apply, desired)
+        except InvalidError as error:
+            # A quota, a LimitRange, an admission webhook: a person must act; retried
+            # with backoff meanwhile, as the cause may go away (a quota freed).
+            return await _job_refused(tj, status, deps, error, now)
+        deps.job_refusals.pop(str(tj.metadata.uid), None)
         job_name = desired["metadata"]["name"]
     elif bool((job.get("spec") or {}).get("suspend")) != plan.job_suspended(tj, job):
         # suspend is the one mutable field: hand it to the Job (Kueue does the same).
@@ -188,6 +200,24 @@ async def _tracking_failed(
     outcome = await _write(
         tj, deps, plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
     )
+    return TrainingOutcome(outcome.events, retry_after=delay)
+
+
+async def _job_refused(
+    tj: TrainingJob,
+    status: TrainingJobStatus,
+    deps: TrainingDeps,
+    error: AdapterError,
+    now: datetime.datetime,
+) -> TrainingOutcome:
+    uid = str(tj.metadata.uid)
+    failures = deps.job_refusals.get(uid, (0, now))[0] + 1
+    delay = backoff_seconds(failures, random.random())
+    deps.job_refusals[uid] = (failures, now + datetime.timedelta(seconds=delay))
+    blocked = plan.blocked_status(
+        tj, status, reasons.JOB_REFUSED, error.message, now, condition=reasons.CHILDREN_APPLIED
+    )
+    outcome = await _write(tj, deps, blocked)
     return TrainingOutcome(outcome.events, retry_after=delay)
 
 
@@ -310,6 +340,7 @@ async def kill_run_on_delete(tj: TrainingJob, deps: TrainingDeps) -> None:
     deps.metrics.forget(str(tj.metadata.uid))
     deps.written_status.pop(str(tj.metadata.uid), None)
     deps.tracking_failures.pop(str(tj.metadata.uid), None)
+    deps.job_refusals.pop(str(tj.metadata.uid), None)
     status = tj.status or TrainingJobStatus()
     if status.phase in TERMINAL_PHASES or not status.mlflow_run_id or not deps.default_tracking_uri:
         return
