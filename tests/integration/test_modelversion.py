@@ -479,6 +479,20 @@ def test_drift_in_mlflow_is_corrected_and_reported(
     assert history[-1]["previousVersion"] == other.version
     assert "set back" in history[-1]["reason"]
 
+    # A tag dropped from the spec goes from MLflow; one set there by someone else stays.
+    mlflow_client.set_model_version_tag(model, version, "reviewed-by", "alice")
+    _apply(
+        kubectl, namespace, "steady",
+        modelName=model, source={"run": {"runId": run_id}}, aliases=["prod"], tags={"tier": "1"},
+    )  # fmt: skip
+    eventually(
+        "the dropped tag deleted",
+        lambda: "team" not in mlflow_client.get_model_version(model, version).tags,
+        timeout=60,
+    )
+    tags = mlflow_client.get_model_version(model, version).tags
+    assert (tags["tier"], tags["reviewed-by"]) == ("1", "alice")
+
 
 def test_registers_from_a_trainingjob_once_it_succeeds(
     stack: LocalStack,

@@ -15,6 +15,7 @@ from mlcycle.plan import reasons
 from mlcycle.plan.backoff import BACKOFF_CAP_SECONDS, backoff_seconds
 from mlcycle.plan.conditions import find_condition
 from mlcycle.plan.modelversion import (
+    DECLARED_TAGS_TAG,
     Claimant,
     Progress,
     ResolvedSource,
@@ -27,6 +28,7 @@ from mlcycle.plan.modelversion import (
     claim_value,
     claimant,
     desired_version_tags,
+    dropped_tags,
     foreign_claims,
     keep_oldest,
     plan_aliases,
@@ -565,3 +567,18 @@ def test_a_run_made_by_a_trainingjob_names_it_in_the_lineage() -> None:
     resolved = resolve_run(RunRef(RUN_ID, "model"), Run(training_job="iris"), None)
     assert isinstance(resolved, ResolvedSource)
     assert resolved.lineage.training_job == "iris"
+
+
+def test_only_tags_the_spec_declared_before_are_dropped() -> None:
+    mv = _model_version(tags={"tier": "1"})
+    declared_before = {
+        DECLARED_TAGS_TAG: '["team", "tier"]',
+        "team": "a",
+        "tier": "0",
+        "reviewed-by": "alice",
+    }
+    assert dropped_tags(mv, declared_before) == ["team"]
+    assert desired_version_tags(mv)[DECLARED_TAGS_TAG] == '["tier"]'
+    # Nothing is known to be ours when the record is missing or was edited by hand.
+    assert dropped_tags(mv, {"team": "a"}) == []
+    assert dropped_tags(mv, {DECLARED_TAGS_TAG: "team", "team": "a"}) == []

@@ -206,6 +206,14 @@ class MlflowRegistry:
         with _mapped("set model version tag"):
             self._client.set_model_version_tag(name, version, key, value)
 
+    def delete_version_tag(self, name: str, version: str, key: str) -> None:
+        with _mapped("delete model version tag"):
+            try:
+                self._client.delete_model_version_tag(name, version, key)
+            except MlflowException as error:
+                if error.error_code not in _NOT_FOUND_CODES:
+                    raise
+
     def set_description(self, name: str, version: str, description: str) -> None:
         with _mapped("update model version"):
             self._client.update_model_version(name, version, description=description)

@@ -39,6 +39,7 @@ to the alias in MLflow directly (drift) and announces it.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
@@ -70,6 +71,9 @@ ALIAS_HISTORY_PREFIX: Final = "mlcycle.dev/alias."
 ARCHIVED_TAG: Final = "mlcycle.dev/archived"
 NAMESPACE_TAG: Final = "mlcycle.dev/namespace"
 NAME_TAG: Final = "mlcycle.dev/name"
+DECLARED_TAGS_TAG: Final = "mlcycle.dev/declared-tags"
+"""The keys of `spec.tags` last written, so a key dropped from the spec is deleted in MLflow
+while tags set by anyone else are left alone."""
 DEFAULT_ARTIFACT_PATH: Final = "model"
 HISTORY_LIMIT: Final = 50
 
@@ -262,7 +266,21 @@ def desired_version_tags(mv: ModelVersion) -> dict[str, str]:
         **mv.spec.tags,
         NAMESPACE_TAG: str(mv.metadata.namespace),
         NAME_TAG: str(mv.metadata.name),
+        DECLARED_TAGS_TAG: json.dumps(sorted(mv.spec.tags)),
     }
+
+
+def dropped_tags(mv: ModelVersion, actual: Mapping[str, str]) -> list[str]:
+    """Tags this object declared before and no longer does, still on the version."""
+    try:
+        before = json.loads(actual.get(DECLARED_TAGS_TAG, "[]"))
+    except ValueError:
+        return []  # edited by hand into something else: nothing is known to be ours
+    if not isinstance(before, list):
+        return []
+    return sorted(
+        key for key in before if isinstance(key, str) and key in actual and key not in mv.spec.tags
+    )
 
 
 def tag_updates(desired: Mapping[str, str], actual: Mapping[str, str]) -> dict[str, str]:

@@ -195,6 +195,8 @@ def _converge(
                 f"tags changed in MLflow were set back: {changed}",
             )
         )
+    for key in plan.dropped_tags(mv, keep.tags):
+        registry.delete_version_tag(model_name, keep.version, key)
     description = mv.spec.description
     if description is not None and keep.description != description:
         registry.set_description(model_name, keep.version, description)
