@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         mlflow_tracking_uri=args.mlflow_tracking_uri,
         prometheus_url=args.prometheus_url,
         serving_image=args.serving_image,
+        drift_check_seconds=args.drift_check_seconds,
         log_level=args.log_level,
         log_json=not args.plain_logs,
         **({"priority": args.priority} if args.priority is not None else {}),
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--prometheus-url",
         default=os.environ.get("MLCYCLE_PROMETHEUS_URL"),
         help="Prometheus for rollout analysis queries (spec.analysis.prometheus)",
+    )
+    run.add_argument(
+        "--drift-check-seconds",
+        type=float,
+        default=float(os.environ.get("MLCYCLE_DRIFT_CHECK_SECONDS", "60")),
+        help="how often a Ready ModelVersion is compared with MLflow (default 60)",
     )
     run.add_argument(
         "--serving-image",

@@ -28,6 +28,11 @@ class OperatorConfig(BaseModel):
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for spec.analysis.prometheus checks of rollouts."
     )
+    drift_check_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often a Ready ModelVersion is compared with MLflow (drift).",
+    )
     serving_image: str | None = Field(
         default=None,
         description="Image of model-server and router pods whose InferenceService names none.",

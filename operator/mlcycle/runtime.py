@@ -50,6 +50,7 @@ async def run_operator(
         registry_for=_registry_for,
         default_tracking_uri=config.mlflow_tracking_uri,
         metrics=metrics.registration,
+        drift_check_seconds=config.drift_check_seconds,
     )
     context = OperatorContext(
         config=config,

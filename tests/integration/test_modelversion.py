@@ -42,7 +42,7 @@ UID_TAG = "mlcycle.dev/uid"
 
 @pytest.fixture
 def operator(namespace: str) -> Iterator[RunningOperator]:
-    with operator_in_thread([namespace]) as running:
+    with operator_in_thread([namespace], drift_check_seconds=2) as running:
         yield running
 
 

@@ -582,3 +582,29 @@ def test_only_tags_the_spec_declared_before_are_dropped() -> None:
     # Nothing is known to be ours when the record is missing or was edited by hand.
     assert dropped_tags(mv, {"team": "a"}) == []
     assert dropped_tags(mv, {DECLARED_TAGS_TAG: "team", "team": "a"}) == []
+
+
+def test_a_ready_object_is_compared_with_mlflow_at_the_drift_interval_only() -> None:
+    import asyncio
+    import time
+
+    from mlcycle.reconcile.modelversion import ModelVersionDeps, reconcile_modelversion
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"{name} called during a skipped resync")
+
+    deps = ModelVersionDeps(
+        cluster=Untouchable(),  # type: ignore[arg-type]
+        registry_for=Untouchable(),  # type: ignore[arg-type]
+        default_tracking_uri="http://mlflow",
+        metrics=Untouchable(),  # type: ignore[arg-type]
+        drift_check_seconds=60,
+    )
+    ready = _model_version(status={"phase": "Ready", "observedGeneration": 2})
+    deps.checked_at[str(ready.metadata.uid)] = time.monotonic()
+    outcome = asyncio.run(reconcile_modelversion(ready, deps, T0, resync=True))
+    assert outcome.events == []
+    # A change (or the interval passing) is a full pass: it reads the object first.
+    with pytest.raises(AssertionError, match="get called"):
+        asyncio.run(reconcile_modelversion(ready, deps, T0, resync=False))

@@ -18,8 +18,9 @@ from mlcycle.reconcile.modelversion import (
     reconcile_modelversion,
 )
 
-# MLflow has no watch: a resync is how a TrainingJob finishing, a run ending, or an alias
-# or tag changed in MLflow directly (drift) are noticed.
+# MLflow has no watch: a resync is how a TrainingJob finishing or a run ending is noticed,
+# and (at the operator's drift interval, for Ready objects) an alias or tag changed in
+# MLflow directly.
 RESYNC_SECONDS = 10.0
 
 
@@ -28,9 +29,13 @@ def _deps(memo: Any) -> ModelVersionDeps:
     return model_versions
 
 
-async def _reconcile_body(body: Mapping[str, Any], deps: ModelVersionDeps) -> ModelVersionOutcome:
+async def _reconcile_body(
+    body: Mapping[str, Any], deps: ModelVersionDeps, resync: bool = False
+) -> ModelVersionOutcome:
     mv = ModelVersion.from_body(body)
-    outcome = await reconcile_modelversion(mv, deps, datetime.datetime.now(datetime.UTC))
+    outcome = await reconcile_modelversion(
+        mv, deps, datetime.datetime.now(datetime.UTC), resync=resync
+    )
     for event in outcome.events:
         kopf.event(
             cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message
@@ -61,7 +66,7 @@ def register_modelversion(registry: kopf.OperatorRegistry) -> None:
     @kopf.timer(GROUP, VERSION, plural, registry=registry, interval=RESYNC_SECONDS, id="mv-resync")
     async def resync(body: kopf.Body, memo: Any, **_: Any) -> None:
         try:
-            await _reconcile_body(body, _deps(memo))
+            await _reconcile_body(body, _deps(memo), resync=True)
         except ValidationError:
             return
 

@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -41,6 +42,10 @@ class ModelVersionDeps:
     default_tracking_uri: str | None
     metrics: RegistrationMetrics
     jitter: Callable[[], float] = random.random
+    drift_check_seconds: float = 60.0
+    """How often a Ready, unchanged object is compared with MLflow (drift)."""
+    checked_at: dict[str, float] = field(default_factory=dict)
+    """By uid: monotonic time of the last full pass."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     model_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
@@ -63,14 +68,33 @@ class ModelVersionOutcome:
 
 
 async def reconcile_modelversion(
-    mv: ModelVersion, deps: ModelVersionDeps, now: datetime.datetime
+    mv: ModelVersion, deps: ModelVersionDeps, now: datetime.datetime, resync: bool = False
 ) -> ModelVersionOutcome:
-    async with deps.lock(str(mv.metadata.uid)):
+    uid = str(mv.metadata.uid)
+    if (
+        resync
+        and _settled(mv)
+        and time.monotonic() - deps.checked_at.get(uid, 0.0) < (deps.drift_check_seconds)
+    ):
+        # MLflow has no watch, so Ready objects are compared with it on a timer; at the
+        # drift interval, not the resync tick, or many objects would load MLflow for nothing.
+        return ModelVersionOutcome([])
+    async with deps.lock(uid):
         # The body a trigger was fired with may predate the previous holder's status write.
         current = await _current(mv, deps)
         if current is None:
             return ModelVersionOutcome([])
+        deps.checked_at[uid] = time.monotonic()
         return await _reconcile(current, deps, now)
+
+
+def _settled(mv: ModelVersion) -> bool:
+    status = mv.status
+    return (
+        status is not None
+        and status.phase == "Ready"
+        and status.observed_generation == mv.metadata.generation
+    )
 
 
 async def _current(mv: ModelVersion, deps: ModelVersionDeps) -> ModelVersion | None:
@@ -407,6 +431,7 @@ async def finalize_modelversion(
     Returns the delay before the next attempt while MLflow cannot be reached or refuses
     (the finalizer stays until the policy is applied), None once done.
     """
+    deps.checked_at.pop(str(mv.metadata.uid), None)
     if deps.default_tracking_uri is None:
         return None
     registry = deps.registry_for(deps.default_tracking_uri)
