@@ -3,10 +3,10 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir uv==0.13.9
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements.runtime.lock pyproject.toml README.md ./
 COPY operator ./operator
 RUN uv venv /opt/mlcycle \
- && uv pip sync --python /opt/mlcycle/bin/python requirements.lock \
+ && uv pip sync --python /opt/mlcycle/bin/python requirements.runtime.lock \
  && uv pip install --python /opt/mlcycle/bin/python --no-deps .
 
 FROM python:3.11-slim

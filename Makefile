@@ -25,8 +25,11 @@ $(VENV)/.installed: $(BIN)/uv requirements.lock pyproject.toml
 venv: $(VENV)/.installed
 
 # Re-pin after changing dependencies in pyproject.toml.
+# The image installs requirements.runtime.lock: the same pins, without the dev tools.
 lock: $(BIN)/uv
 	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra serving --python-version 3.11 \
+		-c requirements.lock -o requirements.runtime.lock
 
 toolchain:
 	dev/toolchain/build.sh
