@@ -669,7 +669,12 @@ def test_gateway_api_mode_rolls_out_by_the_httproute_and_rolls_back(
         )
         assert refused["reason"] == "TrafficKindNotServed"
         assert "HTTPRoute" in refused["message"]
-        assert "TrafficKindNotServed" in _events(kubectl, namespace, name)
+        # Events follow the status write that announced the transition.
+        eventually(
+            "a TrafficKindNotServed Event",
+            lambda: "TrafficKindNotServed" in _events(kubectl, namespace, name),
+            timeout=30,
+        )
         stack.install_gateway_api_crds()
         status = eventually(
             "version 1 Ready behind its route",

@@ -193,14 +193,8 @@ async def _tracking_failed(
     error: AdapterError,
     now: datetime.datetime,
 ) -> TrainingOutcome:
-    uid = str(tj.metadata.uid)
-    failures = deps.tracking_failures.get(uid, (0, now))[0] + 1
-    delay = backoff_seconds(failures, random.random())
-    deps.tracking_failures[uid] = (failures, now + datetime.timedelta(seconds=delay))
-    outcome = await _write(
-        tj, deps, plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
-    )
-    return TrainingOutcome(outcome.events, retry_after=delay)
+    blocked = plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
+    return await _blocked(tj, deps, deps.tracking_failures, blocked, now)
 
 
 async def _job_refused(
@@ -210,13 +204,25 @@ async def _job_refused(
     error: AdapterError,
     now: datetime.datetime,
 ) -> TrainingOutcome:
-    uid = str(tj.metadata.uid)
-    failures = deps.job_refusals.get(uid, (0, now))[0] + 1
-    delay = backoff_seconds(failures, random.random())
-    deps.job_refusals[uid] = (failures, now + datetime.timedelta(seconds=delay))
     blocked = plan.blocked_status(
         tj, status, reasons.JOB_REFUSED, error.message, now, condition=reasons.CHILDREN_APPLIED
     )
+    return await _blocked(tj, deps, deps.job_refusals, blocked, now)
+
+
+async def _blocked(
+    tj: TrainingJob,
+    deps: TrainingDeps,
+    failures_by_uid: dict[str, tuple[int, datetime.datetime]],
+    blocked: StatusPlan,
+    now: datetime.datetime,
+) -> TrainingOutcome:
+    """Writes the blocked status and backs off: the next attempt waits (by uid) in
+    `failures_by_uid`, doubling with each failure, so no trigger makes a retry storm."""
+    uid = str(tj.metadata.uid)
+    failures = failures_by_uid.get(uid, (0, now))[0] + 1
+    delay = backoff_seconds(failures, random.random())
+    failures_by_uid[uid] = (failures, now + datetime.timedelta(seconds=delay))
     outcome = await _write(tj, deps, blocked)
     return TrainingOutcome(outcome.events, retry_after=delay)
 
