@@ -31,27 +31,13 @@ import yaml
 
 from benchmarks.record import record
 from mlcycle.dev.cluster import LocalStack
+from mlcycle.dev.iris_versions import register_iris_versions
 from mlcycle.dev.toolchain import pinned_versions
 
 NAMESPACE = "bench-rollout"
 NAME = "iris"
 INTERVAL_S = 10
 TIMEOUT_S = 300
-
-BAD_MODEL_CODE = """
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class Bad(PythonModel):
-    def predict(self, context, model_input, params=None):
-        if (model_input["petal length (cm)"] > 4.0).any():
-            raise ValueError("feature pipeline broke on long petals")
-        return [0] * len(model_input)
-
-
-mlflow.models.set_model(Bad())
-"""
 
 
 def main() -> None:
@@ -69,35 +55,8 @@ def main() -> None:
 
 
 def _register(stack: LocalStack, workdir: Path) -> tuple[str, list[list[float]]]:
-    import mlflow
-    import mlflow.pyfunc
-    import mlflow.sklearn
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
     name = f"iris-bench-{uuid.uuid4().hex[:6]}"
-    mlflow.set_tracking_uri(stack.env()["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment(name)
-    features, labels = load_iris(return_X_y=True, as_frame=True)
-    signature = infer_signature(features, labels)
-    for regularisation in (1.0, 0.5):
-        model = LogisticRegression(C=regularisation, max_iter=500).fit(features, labels)
-        with mlflow.start_run():
-            mlflow.sklearn.log_model(
-                model, name="model", signature=signature, registered_model_name=name
-            )
-    code = workdir / "bad_model.py"
-    code.write_text(BAD_MODEL_CODE)
-    with mlflow.start_run():
-        mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(code),
-            signature=infer_signature(features, pd.Series([0] * len(features))),
-            registered_model_name=name,
-        )
-    return name, features.to_numpy().tolist()
+    return name, register_iris_versions(stack.env()["MLFLOW_TRACKING_URI"], name, workdir)
 
 
 class _Load:

@@ -21,29 +21,12 @@ import pytest
 import requests
 import yaml
 
+from mlcycle.dev.iris_versions import register_iris_versions
 from tests.harness import Kubectl, eventually, operator_in_thread
 
 pytestmark = pytest.mark.integration
 
-IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 READY_TIMEOUT = 240  # two model servers load mlflow and sklearn on a busy 2-core machine
-
-# A bad version: it answers like an iris classifier but fails on long petals (about half
-# of the iris rows), as a model with a broken feature pipeline would.
-BAD_MODEL_CODE = """
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class Bad(PythonModel):
-    def predict(self, context, model_input, params=None):
-        if (model_input["petal length (cm)"] > 4.0).any():
-            raise ValueError("feature pipeline broke on long petals")
-        return [0] * len(model_input)
-
-
-mlflow.models.set_model(Bad())
-"""
 
 
 @dataclass(frozen=True)
@@ -54,36 +37,10 @@ class Iris:
 
 @pytest.fixture(scope="module")
 def iris(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iris:
-    """Versions 1 and 2 (good: logistic regressions) and 3 (bad) of one registered model."""
-    import mlflow
-    import mlflow.pyfunc
-    import mlflow.sklearn
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
+    """Versions 1 and 2 (good) and 3 (bad: fails on long petals) of one registered model."""
     name = f"iris-isvc-{uuid.uuid4().hex[:6]}"
-    mlflow.set_tracking_uri(stack.env()["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment(name)
-    features, labels = load_iris(return_X_y=True, as_frame=True)
-    signature = infer_signature(features, labels)
-    for regularisation in (1.0, 0.5):
-        model = LogisticRegression(C=regularisation, max_iter=500).fit(features, labels)
-        with mlflow.start_run():
-            mlflow.sklearn.log_model(
-                model, name="model", signature=signature, registered_model_name=name
-            )
-    code = tmp_path_factory.mktemp("bad") / "bad_model.py"
-    code.write_text(BAD_MODEL_CODE)
-    with mlflow.start_run():
-        mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(code),
-            signature=infer_signature(features, pd.Series([0] * len(features))),
-            registered_model_name=name,
-        )
-    return Iris(name, features.to_numpy().tolist())
+    tracking_uri = stack.env()["MLFLOW_TRACKING_URI"]
+    return Iris(name, register_iris_versions(tracking_uri, name, tmp_path_factory.mktemp("bad")))
 
 
 def _manifest(stack: Any, name: str, model: dict[str, Any], **spec: Any) -> str:

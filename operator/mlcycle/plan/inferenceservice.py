@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from mlcycle.api.v1alpha1.common import ApiModel
+from mlcycle.api.v1alpha1.common import WorkloadTemplate
 from mlcycle.api.v1alpha1.inferenceservice import (
     AnalysisResult,
     CounterSample,
@@ -77,6 +77,7 @@ from mlcycle.plan.serving_names import (
     version_selector,
 )
 from mlcycle.plan.traffic_replicas import effective_weight, replica_split
+from mlcycle.plan.workload import merged_env, with_workload
 
 PROMOTE_ANNOTATION: Final = "mlcycle.dev/promote"
 ABORT_ANNOTATION: Final = "mlcycle.dev/abort"
@@ -721,11 +722,6 @@ def _metadata(isvc: InferenceService, name: str, labels: Mapping[str, str]) -> d
     }
 
 
-def _dump(model: ApiModel) -> dict[str, Any]:
-    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return dumped
-
-
 _POD_IP_ENV: Final = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
 _NAMESPACE_ENV: Final = {
     "name": "POD_NAMESPACE",
@@ -733,40 +729,12 @@ _NAMESPACE_ENV: Final = {
 }
 
 
-def _with_overlay(pod: dict[str, Any], container: dict[str, Any], template: Any) -> dict[str, Any]:
+def _with_overlay(
+    pod: dict[str, Any], container: dict[str, Any], template: WorkloadTemplate
+) -> dict[str, Any]:
     """The user's env, resources and pod overlay laid over a container and its pod."""
-    users = [_dump(variable) for variable in template.env]
-    overridden = {variable.name for variable in template.env}
-    container["env"] = [v for v in container["env"] if v["name"] not in overridden] + users
-    resources = template.resources
-    if resources is not None and (resources.requests or resources.limits):
-        container["resources"] = {
-            key: dict(value)
-            for key, value in (("requests", resources.requests), ("limits", resources.limits))
-            if value
-        }
-    overlay = template.pod_template
-    if overlay is None:
-        return pod
-    if overlay.volume_mounts:
-        container["volumeMounts"] = [_dump(mount) for mount in overlay.volume_mounts]
-    if overlay.node_selector:
-        pod["nodeSelector"] = dict(overlay.node_selector)
-    if overlay.tolerations:
-        pod["tolerations"] = [_dump(toleration) for toleration in overlay.tolerations]
-    if overlay.affinity is not None:
-        pod["affinity"] = overlay.affinity
-    if overlay.service_account_name is not None:
-        pod["serviceAccountName"] = overlay.service_account_name
-    if overlay.volumes:
-        pod["volumes"] = list(overlay.volumes)
-    if overlay.image_pull_secrets:
-        pod["imagePullSecrets"] = [_dump(secret) for secret in overlay.image_pull_secrets]
-    if overlay.priority_class_name is not None:
-        pod["priorityClassName"] = overlay.priority_class_name
-    if overlay.security_context is not None:
-        pod["securityContext"] = overlay.security_context
-    return pod
+    container["env"] = merged_env(container["env"], template)
+    return with_workload(pod, container, template)
 
 
 def server_deployment(

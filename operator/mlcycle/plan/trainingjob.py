@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from mlcycle.api.v1alpha1.common import API_VERSION, ApiModel
+from mlcycle.api.v1alpha1.common import API_VERSION
 from mlcycle.api.v1alpha1.trainingjob import (
     MetricGate,
     Registration,
@@ -55,6 +55,7 @@ from mlcycle.plan.conditions import (
     status_changed,
 )
 from mlcycle.plan.ownership import MANAGED_BY_LABEL, controller_reference, name_label
+from mlcycle.plan.workload import merged_env, with_workload
 
 CONTAINER_NAME: Final = "trainer"
 MASTER_PORT: Final = 29500
@@ -262,14 +263,7 @@ def training_env(tj: TrainingJob, run: RunBinding, name: str) -> list[dict[str, 
             ours.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": s3.endpoint})
     if tj.spec.workers > 1:
         ours.extend(_distributed_env(tj, name))
-    users = [_dump(variable) for variable in tj.spec.env]
-    overridden = {variable.name for variable in tj.spec.env}
-    return [variable for variable in ours if variable["name"] not in overridden] + users
-
-
-def _dump(model: ApiModel) -> dict[str, Any]:
-    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return dumped
+    return merged_env(ours, tj.spec)
 
 
 def _container(tj: TrainingJob, run: RunBinding, name: str) -> dict[str, Any]:
@@ -285,47 +279,19 @@ def _container(tj: TrainingJob, run: RunBinding, name: str) -> dict[str, Any]:
         container["command"] = list(tj.spec.command)
     if tj.spec.args:
         container["args"] = list(tj.spec.args)
-    resources = tj.spec.resources
-    if resources is not None and (resources.requests or resources.limits):
-        container["resources"] = {
-            key: dict(value)
-            for key, value in (("requests", resources.requests), ("limits", resources.limits))
-            if value
-        }
-    overlay = tj.spec.pod_template
-    if overlay is not None and overlay.volume_mounts:
-        container["volumeMounts"] = [_dump(mount) for mount in overlay.volume_mounts]
     return container
 
 
 def _pod_spec(tj: TrainingJob, run: RunBinding, name: str) -> dict[str, Any]:
+    container = _container(tj, run, name)
     pod: dict[str, Any] = {
         # A Job with a podFailurePolicy requires Never; the Job controller makes new pods.
         "restartPolicy": "Never",
-        "containers": [_container(tj, run, name)],
+        "containers": [container],
     }
     if tj.spec.workers > 1:
         pod["subdomain"] = name
-    overlay = tj.spec.pod_template
-    if overlay is None:
-        return pod
-    if overlay.node_selector:
-        pod["nodeSelector"] = dict(overlay.node_selector)
-    if overlay.tolerations:
-        pod["tolerations"] = [_dump(toleration) for toleration in overlay.tolerations]
-    if overlay.affinity is not None:
-        pod["affinity"] = overlay.affinity
-    if overlay.service_account_name is not None:
-        pod["serviceAccountName"] = overlay.service_account_name
-    if overlay.volumes:
-        pod["volumes"] = list(overlay.volumes)
-    if overlay.image_pull_secrets:
-        pod["imagePullSecrets"] = [_dump(secret) for secret in overlay.image_pull_secrets]
-    if overlay.priority_class_name is not None:
-        pod["priorityClassName"] = overlay.priority_class_name
-    if overlay.security_context is not None:
-        pod["securityContext"] = overlay.security_context
-    return pod
+    return with_workload(pod, container, tj.spec)
 
 
 def pod_failure_policy(tj: TrainingJob) -> dict[str, Any]:
