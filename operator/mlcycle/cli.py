@@ -23,6 +23,7 @@ def _run(args: argparse.Namespace) -> int:
         http_host=args.http_host,
         http_port=args.http_port,
         mlflow_tracking_uri=args.mlflow_tracking_uri,
+        mlflow_credentials_secret=args.mlflow_credentials_secret,
         prometheus_url=args.prometheus_url,
         serving_image=args.serving_image,
         drift_check_seconds=args.drift_check_seconds,
@@ -162,7 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--http-host", default="0.0.0.0")
     run.add_argument("--http-port", type=int, default=8080, help="/healthz, /readyz, /metrics")
-    run.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    run.add_argument(
+        "--mlflow-tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking server; the operator's credentials come from MLflow's own "
+        "MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN variables (a user:password@ here is "
+        "accepted, kept from pods and status, but visible in the process list)",
+    )
+    run.add_argument(
+        "--mlflow-credentials-secret",
+        default=os.environ.get("MLCYCLE_MLFLOW_CREDENTIALS_SECRET") or None,
+        help="Secret in each workload's namespace with MLFLOW_TRACKING_USERNAME, "
+        "MLFLOW_TRACKING_PASSWORD and/or MLFLOW_TRACKING_TOKEN for training and serving pods",
+    )
     run.add_argument(
         "--prometheus-url",
         default=os.environ.get("MLCYCLE_PROMETHEUS_URL"),

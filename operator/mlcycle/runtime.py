@@ -45,9 +45,25 @@ async def run_operator(
     )
     metrics = OperatorMetrics()
     cluster = await asyncio.to_thread(_cluster_client)
+    basic_auth = (
+        (config.mlflow_basic_auth[0], config.mlflow_basic_auth[1].get_secret_value())
+        if config.mlflow_basic_auth is not None
+        else None
+    )
+
+    # One adapter per server for the operator's life: the tracking one remembers experiment
+    # ids.
+    @functools.cache
+    def tracking_for(tracking_uri: str) -> MlflowTracking:
+        return MlflowTracking(tracking_uri, basic_auth=basic_auth)
+
+    @functools.cache
+    def registry_for(tracking_uri: str) -> MlflowRegistry:
+        return MlflowRegistry(tracking_uri, basic_auth=basic_auth)
+
     model_versions = ModelVersionDeps(
         cluster=cluster,
-        registry_for=_registry_for,
+        registry_for=registry_for,
         default_tracking_uri=config.mlflow_tracking_uri,
         metrics=metrics.registration,
         drift_check_seconds=config.drift_check_seconds,
@@ -57,15 +73,17 @@ async def run_operator(
         metrics=metrics,
         training=TrainingDeps(
             cluster=cluster,
-            tracking_for=_tracking_for,
+            tracking_for=tracking_for,
             default_tracking_uri=config.mlflow_tracking_uri,
+            mlflow_credentials_secret=config.mlflow_credentials_secret,
             metrics=metrics.training,
         ),
         model_versions=model_versions,
         inference_services=InferenceServiceDeps(
             cluster=cluster,
-            registry_for=_registry_for,
+            registry_for=registry_for,
             default_tracking_uri=config.mlflow_tracking_uri,
+            mlflow_credentials_secret=config.mlflow_credentials_secret,
             metrics=metrics.rollouts,
             # spec.analysis.prometheus needs a Prometheus; without one the routers' own
             # metrics decide.
@@ -105,17 +123,6 @@ async def run_operator(
 def _cluster_client() -> ClusterClient:
     # Discovery happens here, once, rather than on the first reconcile.
     return ClusterClient(new_api_client())
-
-
-@functools.cache
-def _tracking_for(tracking_uri: str) -> MlflowTracking:
-    # One adapter per server for the operator's life: it remembers experiment ids.
-    return MlflowTracking(tracking_uri)
-
-
-@functools.cache
-def _registry_for(tracking_uri: str) -> MlflowRegistry:
-    return MlflowRegistry(tracking_uri)
 
 
 def _ensure_peering(config: OperatorConfig) -> None:

@@ -117,6 +117,7 @@ class Load:
     model: str
     rows: list[list[float]]
     answers: list[tuple[float, str, int]] = field(default_factory=list)
+    error_bodies: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -133,6 +134,8 @@ class Load:
                 self.answers.append((time.time(), "?", 0))
                 continue
             version = response.json().get("model_version", "?") if response.ok else "?"
+            if not response.ok:
+                self.error_bodies.append(response.text)
             self.answers.append((time.time(), str(version), response.status_code))
             time.sleep(0.01)
 

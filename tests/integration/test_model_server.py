@@ -313,12 +313,22 @@ def test_a_model_raising_on_predict_gives_500_counted_and_the_server_keeps_servi
             "/invocations", {"dataframe_split": {"columns": ["x"], "data": [[-1]]}}
         )
         assert failing.status_code == 500
-        assert "negative x is not allowed" in failing.json()["message"]
+        # The class and an id answer; the text, which may quote a URL or a key, is logged.
+        message = failing.json()["message"]
+        assert "prediction failed (ValueError)" in message
+        assert "negative x" not in message
+        error_id = message.split("error id ")[1].split()[0]
         oip_failing = server.post(
             f"/v2/models/{name}/infer",
             {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [-5]}]},
         )
         assert oip_failing.status_code == 500
+        assert "negative x" not in oip_failing.json()["error"]
+        eventually(
+            "the failure logged under its id",
+            lambda: "negative x is not allowed" in server.log.read_text().partition(error_id)[2],
+            timeout=10,
+        )
         fine = server.post("/invocations", {"dataframe_records": [{"x": 1.5}, {"x": 2}]})
         assert fine.status_code == 200
         assert fine.json() == {"predictions": [3.0, 4.0]}

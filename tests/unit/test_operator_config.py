@@ -29,6 +29,29 @@ def test_run_flags_parse_repeated_and_comma_separated_namespaces() -> None:
     assert args.priority == 7
 
 
+def test_credentials_in_the_tracking_uri_stay_with_the_operator() -> None:
+    config = OperatorConfig(mlflow_tracking_uri="https://op:p%40ss-1@mlflow.example:5000/")
+    assert config.mlflow_tracking_uri == "https://mlflow.example:5000/"
+    assert config.mlflow_basic_auth is not None
+    username, password = config.mlflow_basic_auth
+    assert (username, password.get_secret_value()) == ("op", "p@ss-1")
+    assert "p@ss-1" not in repr(config)
+    assert "p%40ss-1" not in repr(config)
+    plain = OperatorConfig(mlflow_tracking_uri="http://mlflow:5000")
+    assert (plain.mlflow_tracking_uri, plain.mlflow_basic_auth) == ("http://mlflow:5000", None)
+
+
+def test_the_pods_credentials_secret_comes_from_a_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = build_parser().parse_args(["run", "--mlflow-credentials-secret", "mlflow-creds"])
+    assert args.mlflow_credentials_secret == "mlflow-creds"
+    monkeypatch.setenv("MLCYCLE_MLFLOW_CREDENTIALS_SECRET", "from-env")
+    assert build_parser().parse_args(["run"]).mlflow_credentials_secret == "from-env"
+    with pytest.raises(ValueError, match="mlflow_credentials_secret"):
+        OperatorConfig(mlflow_credentials_secret="Not A Name")
+
+
 def test_invalid_log_level_is_refused() -> None:
     with pytest.raises(ValueError, match="log_level"):
         OperatorConfig(log_level="LOUD")

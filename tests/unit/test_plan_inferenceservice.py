@@ -427,6 +427,19 @@ def test_model_version_reference() -> None:
     assert missing.reason == reasons.MODEL_VERSION_NOT_FOUND
 
 
+def test_model_servers_read_mlflow_credentials_from_the_named_secret() -> None:
+    isvc = _isvc(status={"stable": _stable()})
+    plan = plan_rollout(isvc, _observed(), _at(1))
+    servers = server_children(isvc, plan, MODEL, "http://mlflow:5000", credentials_secret="ml")
+    deployment = next(c for c in servers if c["kind"] == "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:5000"
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        assert env[key]["valueFrom"] == {
+            "secretKeyRef": {"name": "ml", "key": key, "optional": True}
+        }
+
+
 def test_router_mode_children() -> None:
     running = _canary(weight=10, stepStartedAt=T0.isoformat())
     isvc = _isvc(status={"stable": _stable(), "canary": running}, server={"replicas": 2})
@@ -450,6 +463,7 @@ def test_router_mode_children() -> None:
         "--port=8080",
     ]
     assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in container["env"]
+    assert not [e for e in container["env"] if e["name"] == "MLFLOW_TRACKING_PASSWORD"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     routers = router_children(isvc, plan)

@@ -3,6 +3,7 @@ restarts, registration gates and status, on real manifests and an injected clock
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from mlcycle.plan.trainingjob import (
     job_name,
     job_suspended,
     mlflow_run_status,
+    mlflow_run_url,
     observe_training,
     run_name,
     status_patch,
@@ -336,6 +338,33 @@ def test_s3_keys_reach_the_pod_only_through_secret_key_refs() -> None:
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
     literal_aws = [v for v in env.values() if v["name"].startswith("AWS_") and "value" in v]
     assert literal_aws == []
+
+
+def test_mlflow_credentials_reach_the_pod_only_from_the_named_secret() -> None:
+    run = dataclasses.replace(RUN, credentials_secret="mlflow-creds")
+    env = _env(desired_job(_training(), run))
+
+    assert env["MLFLOW_TRACKING_URI"] == {
+        "name": "MLFLOW_TRACKING_URI",
+        "value": "http://mlflow.mlcycle:5000",
+    }
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        # Optional: a Secret holds a username and password, or a token.
+        assert env[key] == {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": "mlflow-creds", "key": key, "optional": True}},
+        }
+    no_secret = _env(desired_job(_training(), RUN))
+    assert not [
+        name
+        for name in no_secret
+        if name.startswith("MLFLOW_TRACKING_") and name != "MLFLOW_TRACKING_URI"
+    ]
+
+
+def test_the_run_url_never_shows_credentials() -> None:
+    run = dataclasses.replace(RUN, tracking_uri="https://op:pw-1@mlflow.example/")
+    assert mlflow_run_url(run) == f"https://mlflow.example/#/experiments/7/runs/{RUN.run_id}"
 
 
 def test_no_s3_means_no_aws_variables() -> None:

@@ -1,4 +1,4 @@
-"""Pure parts of the MLflow tracking adapter: error mapping, redaction, URLs, dataset inputs."""
+"""Pure parts of the MLflow tracking adapter: error mapping, URLs, dataset inputs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from mlcycle.adapters.errors import (
     InvalidError,
     NotFoundError,
     UnavailableError,
-    redact,
 )
 from mlcycle.adapters.tracking import (
     DatasetInput,
@@ -149,23 +148,6 @@ def test_unavailable_error_names_its_service() -> None:
     assert str(error) == (
         "mlflow unavailable: call to http://mlflow.example:5000/api/2.0/mlflow/runs/get?… failed"
     )
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("see https://u:p@h.example/x", "see https://h.example/x"),
-        ("s3://key:secret@bucket/k and http://a@b/c", "s3://bucket/k and http://b/c"),
-        ("GET https://h/o?X-Amz-Signature=abc&x=1 failed", "GET https://h/o?… failed"),
-        ("no url here: a@b", "no url here: a@b"),
-    ],
-)
-def test_redact_removes_url_credentials_and_queries(text: str, expected: str) -> None:
-    assert redact(text) == expected
-
-
-def test_redact_caps_long_messages() -> None:
-    assert len(redact("x" * 5000)) == 400
 
 
 @pytest.mark.parametrize(

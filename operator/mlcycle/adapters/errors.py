@@ -2,36 +2,20 @@
 
 Reconcilers catch these, never `MlflowException`, `ApiException` or `botocore` errors: one
 module maps them to kopf's retry semantics and to a condition reason. Their messages end up
-in status conditions, Events and logs, so every message is passed through `redact` here,
+in status conditions, Events and logs, so every message is passed through `redact_text` here,
 once, rather than trusted to each call site.
 """
 
 from __future__ import annotations
 
-import re
-
-# Conditions and Events are read by people; a stack of nested library messages is not.
-MAX_MESSAGE_LENGTH = 400
-
-# `scheme://user:password@host` — libraries echo the URL they called, userinfo included.
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
-# Query strings carry presigned signatures and tokens (`X-Amz-Signature=…`, `token=…`).
-_URL_QUERY = re.compile(r"(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#\"')]+)\?[^\s\"')]*")
-
-
-def redact(text: str) -> str:
-    """`text` without URL credentials or query strings, capped to a readable length."""
-    cleaned = _URL_QUERY.sub(r"\g<url>?…", _URL_USERINFO.sub(r"\g<scheme>", text))
-    if len(cleaned) > MAX_MESSAGE_LENGTH:
-        return cleaned[: MAX_MESSAGE_LENGTH - 1] + "…"
-    return cleaned
+from mlcycle.api.redaction import redact_text
 
 
 class AdapterError(Exception):
     """A call to an external system failed; the message is safe to show in status."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
+        super().__init__(redact_text(message))
 
     @property
     def message(self) -> str:

@@ -29,9 +29,11 @@ from mlcycle.adapters.tracking import (
     KIND_TAG,
     NAME_TAG,
     UID_TAG,
+    BasicAuth,
     _configure_mlflow_client,
     _mapped,
     _quoted,
+    client_uri,
     map_mlflow_error,
 )
 
@@ -83,10 +85,18 @@ class Signature:
 class MlflowRegistry:
     """The registry of one MLflow server (the tracking server itself)."""
 
-    def __init__(self, tracking_uri: str, *, request_timeout_s: int = 5, max_retries: int = 0):
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        basic_auth: BasicAuth | None = None,
+        request_timeout_s: int = 5,
+        max_retries: int = 0,
+    ):
         _configure_mlflow_client(request_timeout_s, max_retries)
         self.tracking_uri = tracking_uri
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._client_uri = client_uri(tracking_uri, basic_auth)
+        self._client = MlflowClient(tracking_uri=self._client_uri, registry_uri=self._client_uri)
 
     # ---- registered models ---------------------------------------------------------
     def ensure_registered_model(
@@ -227,8 +237,8 @@ class MlflowRegistry:
                 path = mlflow.artifacts.download_artifacts(
                     artifact_uri=f"{location.rstrip('/')}/MLmodel",
                     dst_path=scratch,
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
+                    tracking_uri=self._client_uri,
+                    registry_uri=self._client_uri,
                 )
                 document = yaml.safe_load(Path(path).read_text())
             except MlflowException as error:

@@ -216,6 +216,24 @@ def dataset_entity(dataset: DatasetInput) -> MlflowDatasetInput:
     )
 
 
+BasicAuth = tuple[str, str]
+
+
+def client_uri(tracking_uri: str, basic_auth: BasicAuth | None) -> str:
+    """The address the operator's own MLflow client calls: `tracking_uri` with the
+    operator's credentials as userinfo, which requests sends as basic auth.
+
+    MLflow reads credentials only from process-wide variables; userinfo keeps them to this
+    client. Only the client sees this address: status, Events and pods get `tracking_uri`,
+    and MLflow's error messages, which quote it, are redacted (`errors.AdapterError`).
+    """
+    if basic_auth is None:
+        return tracking_uri
+    username, password = (urllib.parse.quote(part, safe="") for part in basic_auth)
+    parts = urllib.parse.urlsplit(tracking_uri)
+    return parts._replace(netloc=f"{username}:{password}@{parts.netloc}").geturl()
+
+
 def _configure_mlflow_client(request_timeout_s: int, max_retries: int) -> None:
     """Bound every MLflow HTTP call of this process, and keep MLflow from printing URLs.
 
@@ -244,14 +262,22 @@ class MlflowTracking:
     `_configure_mlflow_client`): instances with different values share the last ones set.
     """
 
-    def __init__(self, tracking_uri: str, *, request_timeout_s: int = 5, max_retries: int = 0):
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        basic_auth: BasicAuth | None = None,
+        request_timeout_s: int = 5,
+        max_retries: int = 0,
+    ):
         if request_timeout_s < 1 or max_retries < 0:
             raise ValueError("request_timeout_s must be >= 1 and max_retries >= 0")
         _configure_mlflow_client(request_timeout_s, max_retries)
         self.tracking_uri = tracking_uri
         # The registry is the tracking server too; naming it keeps MLFLOW_REGISTRY_URI or a
         # process-wide `mlflow.set_registry_uri` from pointing the champion gate elsewhere.
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        uri = client_uri(tracking_uri, basic_auth)
+        self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         # Experiment names resolve to the same id until someone deletes the experiment;
         # a run call refused for that reason drops the entry (see `ensure_run`).
         self._experiment_ids: dict[str, str] = {}
@@ -519,11 +545,13 @@ def _record(run: Any) -> RunRecord:
 
 
 __all__ = [
+    "BasicAuth",
     "DatasetInput",
     "MlflowTracking",
     "RunRecord",
     "RunSnapshot",
     "TerminalStatus",
+    "client_uri",
     "dataset_entity",
     "map_mlflow_error",
     "run_url_for",

@@ -77,7 +77,7 @@ from mlcycle.plan.serving_names import (
     version_selector,
 )
 from mlcycle.plan.traffic_replicas import effective_weight, replica_split
-from mlcycle.plan.workload import merged_env, with_workload
+from mlcycle.plan.workload import merged_env, mlflow_env, with_workload
 
 PROMOTE_ANNOTATION: Final = "mlcycle.dev/promote"
 ABORT_ANNOTATION: Final = "mlcycle.dev/abort"
@@ -744,8 +744,10 @@ def server_deployment(
     replicas: int | None,
     tracking_uri: str | None,
     image: str = DEFAULT_IMAGE,
+    credentials_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The model server Deployment of one version; `replicas` None leaves them to the HPA."""
+    """The model server Deployment of one version; `replicas` None leaves them to the HPA.
+    `credentials_secret` names the Secret of the pods' MLflow credentials."""
     version = str(track.version)
     labels = {**child_labels(isvc, MODEL_SERVER_COMPONENT), VERSION_LABEL: version}
     server = isvc.spec.server
@@ -764,7 +766,7 @@ def server_deployment(
         args.append(f"--max-batch-wait-ms={server.batching.max_latency_ms}")
     env: list[dict[str, Any]] = [dict(_POD_IP_ENV)]
     if tracking_uri is not None:
-        env.append({"name": "MLFLOW_TRACKING_URI", "value": tracking_uri})
+        env.extend(mlflow_env(tracking_uri, credentials_secret))
     container: dict[str, Any] = {
         "name": "server",
         "image": server.image or image,
@@ -1015,6 +1017,7 @@ def server_children(
     model_name: str,
     tracking_uri: str | None,
     image: str = DEFAULT_IMAGE,
+    credentials_secret: str | None = None,
 ) -> list[dict[str, Any]]:
     """Deployment and Service of every version the plan serves, and the stable's HPA."""
     replicas = desired_replicas(isvc, plan)
@@ -1026,7 +1029,11 @@ def server_children(
         is_stable = track is plan.stable
         count = None if autoscaled and is_stable else replicas.get(track.version)
         children.append(server_service(isvc, track.version))
-        children.append(server_deployment(isvc, track, model_name, count, tracking_uri, image))
+        children.append(
+            server_deployment(
+                isvc, track, model_name, count, tracking_uri, image, credentials_secret
+            )
+        )
     if plan.stable is not None and plan.stable.version is not None:
         autoscaler = server_autoscaler(isvc, plan.stable.version)
         if autoscaler is not None:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from mlcycle.api.redaction import redact_url
 from mlcycle.api.v1alpha1.common import API_VERSION
 from mlcycle.api.v1alpha1.trainingjob import (
     MetricGate,
@@ -55,7 +56,7 @@ from mlcycle.plan.conditions import (
     status_changed,
 )
 from mlcycle.plan.ownership import MANAGED_BY_LABEL, controller_reference, name_label
-from mlcycle.plan.workload import merged_env, with_workload
+from mlcycle.plan.workload import merged_env, mlflow_env, secret_env, with_workload
 
 CONTAINER_NAME: Final = "trainer"
 MASTER_PORT: Final = 29500
@@ -96,6 +97,8 @@ class RunBinding:
     experiment_id: str
     experiment_name: str
     tracking_uri: str
+    credentials_secret: str | None = None
+    """Secret in the TrainingJob's namespace with MLflow credentials for the pods."""
 
 
 def experiment_name(tj: TrainingJob) -> str:
@@ -114,7 +117,7 @@ def mlflow_run_url(run: RunBinding) -> str | None:
     """The run's page in the MLflow UI, when the tracking URI is the UI's own address."""
     if not run.tracking_uri.startswith(("http://", "https://")):
         return None
-    base = run.tracking_uri.rstrip("/")
+    base = redact_url(run.tracking_uri).rstrip("/")
     return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
 
 
@@ -209,10 +212,6 @@ def _hyperparameter_env(hyperparameters: Mapping[str, str]) -> list[dict[str, An
     return env
 
 
-def _secret_env(name: str, secret_name: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": name}}}
-
-
 def _distributed_env(tj: TrainingJob, name: str) -> list[dict[str, Any]]:
     # One process per pod: WORLD_SIZE counts pods. torchrun users pass
     # `--nnodes=$WORLD_SIZE --node_rank=$NODE_RANK` and let torchrun compute the rest.
@@ -239,7 +238,7 @@ def training_env(tj: TrainingJob, run: RunBinding, name: str) -> list[dict[str, 
     duplicate names in `env` (a list keyed by name).
     """
     ours: list[dict[str, Any]] = [
-        {"name": "MLFLOW_TRACKING_URI", "value": run.tracking_uri},
+        *mlflow_env(run.tracking_uri, run.credentials_secret),
         {"name": "MLFLOW_EXPERIMENT_NAME", "value": run.experiment_name},
         {"name": "MLFLOW_EXPERIMENT_ID", "value": run.experiment_id},
         {"name": "MLFLOW_RUN_ID", "value": run.run_id},
@@ -255,10 +254,8 @@ def training_env(tj: TrainingJob, run: RunBinding, name: str) -> list[dict[str, 
             ours.append({"name": "MLCYCLE_DATASET_VERSION", "value": dataset.version})
     s3 = tj.spec.s3
     if s3 is not None:
-        # Keys reach the pod only by reference: a literal value would be readable by anyone
-        # who can read the Job, and would land in its managedFields and in audit logs.
-        ours.append(_secret_env("AWS_ACCESS_KEY_ID", s3.secret_ref.name))
-        ours.append(_secret_env("AWS_SECRET_ACCESS_KEY", s3.secret_ref.name))
+        ours.append(secret_env("AWS_ACCESS_KEY_ID", s3.secret_ref.name))
+        ours.append(secret_env("AWS_SECRET_ACCESS_KEY", s3.secret_ref.name))
         if s3.endpoint is not None:
             ours.append({"name": "MLFLOW_S3_ENDPOINT_URL", "value": s3.endpoint})
     if tj.spec.workers > 1:

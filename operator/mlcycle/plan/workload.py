@@ -7,9 +7,16 @@ Pure: manifests are camelCase dicts for server-side apply.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from mlcycle.api.v1alpha1.common import ApiModel, WorkloadTemplate
+
+# MLflow's own names: its client reads them in the pod, whatever the training script does.
+MLFLOW_CREDENTIAL_KEYS: Final = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 
 
 def dump(model: ApiModel) -> dict[str, Any]:
@@ -22,6 +29,28 @@ def merged_env(ours: Sequence[dict[str, Any]], template: WorkloadTemplate) -> li
     overridden = {variable.name for variable in template.env}
     users = [dump(variable) for variable in template.env]
     return [variable for variable in ours if variable["name"] not in overridden] + users
+
+
+def secret_env(name: str, secret_name: str, *, optional: bool = False) -> dict[str, Any]:
+    """`name` from the key of the same name in `secret_name`, by reference: a literal value
+    would be readable by anyone who can read the workload, and would land in its
+    managedFields and in audit logs."""
+    ref: dict[str, Any] = {"name": secret_name, "key": name}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def mlflow_env(tracking_uri: str, credentials_secret: str | None) -> list[dict[str, Any]]:
+    """How a pod reaches MLflow: the address (never with credentials in it) and, when the
+    operator names a credentials Secret, MLflow's credential variables from it. Each key is
+    optional: a Secret holds a username and password, or a token."""
+    env = [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}]
+    if credentials_secret is not None:
+        env.extend(
+            secret_env(key, credentials_secret, optional=True) for key in MLFLOW_CREDENTIAL_KEYS
+        )
+    return env
 
 
 def with_workload(

@@ -85,6 +85,8 @@ class InferenceServiceDeps:
     )
     default_image: str = plan.DEFAULT_IMAGE
     """Of model-server and router pods whose spec names none."""
+    mlflow_credentials_secret: str | None = None
+    """Secret, in the InferenceService's namespace, of the model servers' MLflow credentials."""
     prometheus: ScalarQueries | None = None
     """Set when the operator is configured with a Prometheus URL."""
     model_lock: Callable[[str], AbstractContextManager[Any]] = lambda _name: nullcontext()
@@ -169,7 +171,12 @@ async def _reconcile(
     events.extend(alias_conflicts)
     model_name = target.model_name if target else (status.model_name or "")
     manifests = plan.server_children(
-        isvc, rollout, model_name, deps.default_tracking_uri, deps.default_image
+        isvc,
+        rollout,
+        model_name,
+        deps.default_tracking_uri,
+        deps.default_image,
+        deps.mlflow_credentials_secret,
     )
     manifests.extend(traffic_children(isvc, rollout, deps.default_image))
     refused = await _apply(deps, manifests, deployments)

@@ -43,6 +43,8 @@ class TrainingDeps:
     tracking_for: Callable[[str], MlflowTracking]
     default_tracking_uri: str | None
     metrics: TrainingMetrics
+    mlflow_credentials_secret: str | None = None
+    """Secret, in the TrainingJob's namespace, of the training pods' MLflow credentials."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The status each object got from this operator's last write, by uid."""
@@ -117,7 +119,12 @@ async def _reconcile(
     tracking = deps.tracking_for(deps.default_tracking_uri)
     try:
         binding = await asyncio.to_thread(
-            _ensure_run, tj, status, tracking, deps.default_tracking_uri
+            _ensure_run,
+            tj,
+            status,
+            tracking,
+            deps.default_tracking_uri,
+            deps.mlflow_credentials_secret,
         )
     except AdapterError as error:
         return await _tracking_failed(tj, status, deps, error, now)
@@ -234,12 +241,20 @@ def _tracking_reason(error: AdapterError) -> str:
 
 
 def _ensure_run(
-    tj: TrainingJob, status: TrainingJobStatus, tracking: MlflowTracking, tracking_uri: str
+    tj: TrainingJob,
+    status: TrainingJobStatus,
+    tracking: MlflowTracking,
+    tracking_uri: str,
+    credentials_secret: str | None,
 ) -> plan.RunBinding:
     experiment = plan.experiment_name(tj)
     if status.mlflow_run_id and status.mlflow_experiment_id:
         return plan.RunBinding(
-            status.mlflow_run_id, status.mlflow_experiment_id, experiment, tracking_uri
+            status.mlflow_run_id,
+            status.mlflow_experiment_id,
+            experiment,
+            tracking_uri,
+            credentials_secret,
         )
     dataset = tj.spec.dataset
     run = tracking.ensure_run(
@@ -257,7 +272,9 @@ def _ensure_run(
         if dataset
         else None,
     )
-    return plan.RunBinding(run.run_id, run.experiment_id, experiment, tracking_uri)
+    return plan.RunBinding(
+        run.run_id, run.experiment_id, experiment, tracking_uri, credentials_secret
+    )
 
 
 async def _register(

@@ -13,10 +13,13 @@ import logging
 import os
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any
 
+from mlcycle.api.redaction import redact_text
 from mlcycle.dataplane.server.batching import MicroBatcher, PredictionError, loop_scheduler
 from mlcycle.dataplane.server.config import ServerConfig
 from mlcycle.dataplane.server.flavors import LoadedModel, load_model_dir
@@ -64,6 +67,22 @@ async def _read_body(receive: Receive) -> bytes:
         message = await receive()
         chunks.append(message.get("body", b""))
     return b"".join(chunks)
+
+
+def server_error(path: str, error: BaseException) -> str:
+    """What a 500 tells the client: the error's class and an id to find it in the log.
+
+    The exception's text (a model's, MLflow's, an artifact store's) may quote a URL with
+    credentials or a key: it is logged, redacted, under the id, and never answered.
+    """
+    error_id = uuid.uuid4().hex[:16]
+    cause = error.cause if isinstance(error, PredictionError) else error
+    logged = "".join(traceback.format_exception(cause))
+    logger.error(
+        "request to %s failed (error id %s): %s", path, error_id, redact_text(logged, None)
+    )
+    what = "prediction failed" if isinstance(error, PredictionError) else "internal error"
+    return f"{what} ({type(cause).__name__}); error id {error_id} in the server log"
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -119,8 +138,7 @@ class ModelServer:
             else:
                 status, body, content_type = 404, oip_error(f"no route {path}"), JSON
         except Exception as error:  # e.g. an output that cannot be encoded: answered and counted
-            logger.exception("request to %s failed", path)
-            status, body, content_type = 500, oip_error(f"{type(error).__name__}: {error}"), JSON
+            status, body, content_type = 500, oip_error(server_error(path, error)), JSON
         await send(
             {
                 "type": "http.response.start",
@@ -173,11 +191,14 @@ class ModelServer:
                     self.metrics.identify(source.identity)
                 model = load_model_dir(local_model_dir(source), self.config.force_pyfunc)
             except Exception as error:
+                # Readiness answers carry the reason: MLflow's and the artifact stores'
+                # messages quote the URL they called, userinfo and signatures included.
                 detail = f"{type(error).__name__}: {error}"
-                self.not_ready_reason = (
+                self.not_ready_reason = redact_text(
                     f"model {self.config.model_uri!r} could not be loaded "
-                    f"(attempt {attempt}, retrying in {delay:.0f}s): {detail}"
-                )[:MAX_REASON_CHARS]
+                    f"(attempt {attempt}, retrying in {delay:.0f}s): {detail}",
+                    MAX_REASON_CHARS,
+                )
                 logger.warning("%s", self.not_ready_reason)
                 self._stopping.wait(delay)
                 delay = min(delay * 2, self.config.load_retry_max_seconds)
@@ -226,7 +247,7 @@ class ModelServer:
             try:
                 output = model.predict(inference.model_input, params=inference.params)
             except Exception as error:
-                raise PredictionError(f"{type(error).__name__}: {error}") from error
+                raise PredictionError(error) from error
             self.metrics.observe_batch(
                 inference.rows, output, model.is_classifier, self._output_names
             )
@@ -248,7 +269,7 @@ class ModelServer:
         except RequestError as error:
             return 400, mlflow_error(str(error), "BAD_REQUEST"), JSON
         except PredictionError as error:
-            return 500, mlflow_error(f"prediction failed: {error}", "INTERNAL_ERROR"), JSON
+            return 500, mlflow_error(server_error(scope["path"], error), "INTERNAL_ERROR"), JSON
 
     async def _models_route(self, scope: Scope, receive: Receive) -> Response:
         parts = scope["path"][len(MODELS_PREFIX) :].rstrip("/").split("/")
@@ -289,7 +310,7 @@ class ModelServer:
         except RequestError as error:
             return 400, oip_error(str(error)), JSON
         except PredictionError as error:
-            return 500, oip_error(f"prediction failed: {error}"), JSON
+            return 500, oip_error(server_error(scope["path"], error)), JSON
 
     # --- health and metadata -------------------------------------------------------------
 

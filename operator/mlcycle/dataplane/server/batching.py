@@ -27,7 +27,15 @@ from mlcycle.dataplane.server.signature import ModelInput
 
 
 class PredictionError(Exception):
-    """predict raised: the server answers 500 for these callers and keeps serving."""
+    """predict raised: the server answers 500 for these callers and keeps serving.
+
+    The model's own exception is the cause; its text may quote a URL or a key, so it goes
+    to the server's log, redacted, and never into a response.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
 
 
 class Cancellable(Protocol):
@@ -166,7 +174,7 @@ class MicroBatcher:
         try:
             output = self._predict(item.model_input)
         except Exception as error:
-            item.result.set_exception(PredictionError(f"{type(error).__name__}: {error}"))
+            item.result.set_exception(PredictionError(error))
             return
         if self._observe is not None:
             self._observe(item.rows, output)
