@@ -24,6 +24,7 @@ def _run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         mlflow_tracking_uri=args.mlflow_tracking_uri,
         prometheus_url=args.prometheus_url,
+        mlflow_ui_url=args.mlflow_ui_url,
         serving_image=args.serving_image,
         drift_check_seconds=args.drift_check_seconds,
         log_level=args.log_level,
@@ -163,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http-host", default="0.0.0.0")
     run.add_argument("--http-port", type=int, default=8080, help="/healthz, /readyz, /metrics")
     run.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    run.add_argument(
+        "--mlflow-ui-url",
+        default=os.environ.get("MLCYCLE_MLFLOW_UI_URL"),
+        help="the MLflow UI's address for users, in status.mlflowRunUrl"
+        " (default: the tracking URI when it is http(s))",
+    )
     run.add_argument(
         "--prometheus-url",
         default=os.environ.get("MLCYCLE_PROMETHEUS_URL"),

@@ -25,6 +25,11 @@ class OperatorConfig(BaseModel):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
     mlflow_tracking_uri: str | None = None
+    mlflow_ui_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The MLflow UI's external address, for status.mlflowRunUrl.",
+    )
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for spec.analysis.prometheus checks of rollouts."
     )

@@ -60,6 +60,7 @@ async def run_operator(
             tracking_for=_tracking_for,
             default_tracking_uri=config.mlflow_tracking_uri,
             metrics=metrics.training,
+            mlflow_ui_url=config.mlflow_ui_url,
         ),
         model_versions=model_versions,
         inference_services=InferenceServiceDeps(
