@@ -53,6 +53,10 @@ def release(stack: LocalStack, namespace: str, tmp_path: Path) -> Iterator[str]:
             "logLevel": "INFO",
             "mlflowTrackingUri": stack.env()["MLFLOW_TRACKING_URI"],
         },
+        # The approval policy is cluster-wide by default; here it stays in this namespace.
+        "approval": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+        },
     }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
