@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         mlflow_tracking_uri=args.mlflow_tracking_uri,
         mlflow_credentials_secret=args.mlflow_credentials_secret,
         prometheus_url=args.prometheus_url,
+        mlflow_ui_url=args.mlflow_ui_url,
         serving_image=args.serving_image,
         drift_check_seconds=args.drift_check_seconds,
         log_level=args.log_level,
@@ -175,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MLCYCLE_MLFLOW_CREDENTIALS_SECRET") or None,
         help="Secret in each workload's namespace with MLFLOW_TRACKING_USERNAME, "
         "MLFLOW_TRACKING_PASSWORD and/or MLFLOW_TRACKING_TOKEN for training and serving pods",
+    )
+    run.add_argument(
+        "--mlflow-ui-url",
+        default=os.environ.get("MLCYCLE_MLFLOW_UI_URL"),
+        help="the MLflow UI's address for users, in status.mlflowRunUrl"
+        " (default: the tracking URI when it is http(s))",
     )
     run.add_argument(
         "--prometheus-url",

@@ -45,6 +45,11 @@ class OperatorConfig(BaseModel):
         "MLFLOW_TRACKING_PASSWORD and MLFLOW_TRACKING_TOKEN keys training and serving pods "
         "read by secretKeyRef (each optional).",
     )
+    mlflow_ui_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The MLflow UI's external address, for status.mlflowRunUrl.",
+    )
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for spec.analysis.prometheus checks of rollouts."
     )

@@ -77,6 +77,7 @@ async def run_operator(
             default_tracking_uri=config.mlflow_tracking_uri,
             mlflow_credentials_secret=config.mlflow_credentials_secret,
             metrics=metrics.training,
+            mlflow_ui_url=config.mlflow_ui_url,
         ),
         model_versions=model_versions,
         inference_services=InferenceServiceDeps(

@@ -1,21 +1,25 @@
 """The Helm chart, linted and installed into the real cluster with the real helm binary:
-two operator replicas run as pods on the node agent, exactly one of them reconciles."""
+two operator replicas run as pods on the node agent, exactly one of them reconciles; the
+chart's approval policy enforced by the real apiserver for impersonated users."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from mlcycle.dev.cluster import LocalStack
-from mlcycle.dev.toolchain import binaries
-from tests.harness import REPO_ROOT, Kubectl, eventually
+from mlcycle.dev.iris_versions import register_iris_versions
+from mlcycle.dev.toolchain import binaries, pinned_versions
+from tests.harness import REPO_ROOT, Kubectl, event_reasons, eventually, operator_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +52,10 @@ def release(stack: LocalStack, namespace: str, tmp_path: Path) -> Iterator[str]:
             "namespaces": [namespace],
             "logLevel": "INFO",
             "mlflowTrackingUri": stack.env()["MLFLOW_TRACKING_URI"],
+        },
+        # The approval policy is cluster-wide by default; here it stays in this namespace.
+        "approval": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
         },
     }
     values_file = tmp_path / "values.yaml"
@@ -129,3 +137,152 @@ def test_two_replicas_from_the_chart_reconcile_with_one_leader(
     # is counted, so the count is awaited rather than read once.
     counts = eventually("the leader to count its TrainingJob reconcile", counted, timeout=30)
     assert sorted(c > 0 for c in counts) == [False, True], f"reconciles per replica: {counts}"
+
+
+APPROVERS = "model-approvers"
+
+
+def _approval_policy(stack: LocalStack, namespace: str, tmp_path: Path) -> str:
+    """The chart's approval policy, rendered with `helm template` and bound to one
+    namespace so other tests, which approve as the admin, are not subject to it."""
+    values = {
+        "approval": {
+            "approversGroup": APPROVERS,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        }
+    }
+    values_file = tmp_path / "approval.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    return _helm(
+        stack, "template", f"approval-{namespace}", str(CHART), "-n", namespace,
+        "-f", str(values_file), "--show-only", "templates/approval-policy.yaml",
+        "--kube-version", pinned_versions()["KUBERNETES_VERSION"],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def approval_policy(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> Iterator[None]:
+    rendered = _approval_policy(stack, namespace, tmp_path)
+    kubectl("apply", "-f", "-", input_text=rendered)
+    # Two users who may update ModelVersions here; only bob is in the approvers group.
+    kubectl("create", "role", "edit-models", "-n", namespace,
+            "--verb=get,list,patch,update", "--resource=modelversions.mlcycle.dev")  # fmt: skip
+    kubectl("create", "rolebinding", "edit-models", "-n", namespace,
+            "--role=edit-models", "--user=alice", "--user=bob")  # fmt: skip
+    yield
+    kubectl("delete", "-f", "-", "--wait=false", input_text=rendered, check=False)
+
+
+def _approve_as(
+    kubectl: Kubectl, namespace: str, name: str, user: str, approved_by: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    groups = [APPROVERS] if user == "bob" else []
+    patch = {"spec": {"approval": {"required": True, "approvedBy": approved_by}}}
+    return kubectl(
+        "patch", "modelversion", name, "-n", namespace, "--type=merge",
+        "-p", json.dumps(patch), f"--as={user}",
+        *(f"--as-group={group}" for group in ["system:authenticated", *groups]),
+        *extra, check=False,
+    )  # fmt: skip
+
+
+def _isvc_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    found = json.loads(
+        kubectl("get", "inferenceservice", name, "-n", namespace, "-o", "json").stdout
+    )
+    status: dict[str, Any] = found.get("status") or {}
+    return status
+
+
+def _resolved(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    conditions = _isvc_status(kubectl, namespace, name).get("conditions", [])
+    return next((c for c in conditions if c["type"] == "ModelResolved"), {})
+
+
+def test_only_an_approver_approves_and_a_registry_version_is_not_served_until_then(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    approval_policy: None,
+    tmp_path: Path,
+) -> None:
+    import mlflow
+
+    model = f"iris-approval-{namespace}"
+    tracking_uri = stack.env()["MLFLOW_TRACKING_URI"]
+    register_iris_versions(tracking_uri, model, tmp_path)
+    client = mlflow.MlflowClient(tracking_uri)
+    reviewed = {
+        "apiVersion": "mlcycle.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": "reviewed"},
+        "spec": {
+            "modelName": model,
+            "source": {"run": {"runId": client.get_model_version(model, "1").run_id}},
+            "approval": {"required": True},
+        },
+    }
+    with operator_in_thread([namespace]):
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(reviewed))
+        version = eventually(
+            "the reviewed ModelVersion registered",
+            lambda: (
+                json.loads(kubectl("get", "mv", "reviewed", "-n", namespace, "-o", "json").stdout)
+                .get("status", {})
+                .get("version")
+            ),
+            timeout=90,
+        )
+        tags = client.get_model_version(model, version).tags
+        assert tags.get("mlcycle.dev/approval-required") == "true"
+        # The service names the registry version itself, not the ModelVersion object.
+        direct = {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "direct"},
+            "spec": {
+                "model": {"name": model, "version": int(version)},
+                "rollout": {"strategy": "Immediate"},
+            },
+        }
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(direct))
+        resolved = eventually(
+            "the directly named version to be NotApproved",
+            lambda: (
+                (r := _resolved(kubectl, namespace, "direct")).get("reason") == "NotApproved" and r
+            ),
+            timeout=60,
+        )
+        assert resolved["status"] == "False"
+        assert event_reasons(kubectl, namespace, "InferenceService", "direct")["NotApproved"] == 1
+        assert "direct" not in kubectl("get", "deployments", "-n", namespace).stdout
+
+        # The policy reaches the apiserver's admission within a second or two.
+        refused = eventually(
+            "alice's approval to be refused by the policy",
+            lambda: (r := _approve_as(kubectl, namespace, "reviewed", "alice", "alice",
+                                      "--dry-run=server")).returncode != 0 and r,
+            timeout=30,
+        )  # fmt: skip
+        assert f"only members of group {APPROVERS} may approve" in refused.stderr
+        assert _approve_as(kubectl, namespace, "reviewed", "alice", "alice").returncode != 0
+        # An approver approves as themself, not in someone else's name.
+        in_another_name = _approve_as(kubectl, namespace, "reviewed", "bob", "alice")
+        assert in_another_name.returncode != 0
+        assert "approvedBy must be the approving user (bob)" in in_another_name.stderr
+        time.sleep(3)  # a tick or two: still not served
+        assert _resolved(kubectl, namespace, "direct")["reason"] == "NotApproved"
+
+        approved = _approve_as(kubectl, namespace, "reviewed", "bob", "bob")
+        assert approved.returncode == 0, approved.stderr
+        eventually(
+            "the approved version served",
+            lambda: (
+                (status := _isvc_status(kubectl, namespace, "direct")).get("phase") == "Ready"
+                and status["stable"]["version"] == version
+            ),
+            timeout=240,
+            interval=1,
+        )

@@ -400,7 +400,7 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
         eventually("promote annotation removed", lambda: "mlcycle.dev/promote" not in annotations())
 
 
-def test_alias_is_followed_and_an_unapproved_modelversion_is_not_deployed(
+def test_alias_is_followed_and_an_unapproved_version_is_not_deployed_by_either_path(
     stack: Any, kubectl: Kubectl, namespace: str, iris: Iris, tmp_path: Path
 ) -> None:
     import mlflow
@@ -443,16 +443,31 @@ def test_alias_is_followed_and_an_unapproved_modelversion_is_not_deployed(
             resolved = next(
                 (c for c in status.get("conditions", []) if c["type"] == "ModelResolved"), None
             )
-            return resolved if resolved and resolved["reason"] == "AwaitingApproval" else None
+            return resolved if resolved and resolved["reason"] == "NotApproved" else None
 
         resolved = eventually("unapproved version not deployed", not_deployed, timeout=60)
         assert resolved["status"] == "False"
         assert "approval" in resolved["message"]
         assert "gated-v2" not in kubectl("get", "deployments", "-n", namespace).stdout
 
+        # The alias reaches the same unapproved version: no way around the approval.
         client.set_registered_model_alias(iris.name, alias, "2")
+
+        def follower_held() -> dict[str, Any] | None:
+            status = _status(kubectl, namespace, "follower")
+            resolved = next(
+                (c for c in status.get("conditions", []) if c["type"] == "ModelResolved"), None
+            )
+            held = resolved and resolved["reason"] == "NotApproved"
+            return status if held and status["stable"]["version"] == "1" else None
+
+        eventually("follower held on version 1, version 2 not approved", follower_held, timeout=60)
+        kubectl(
+            "patch", "modelversion", "gated", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"approval": {"required": True, "approvedBy": "admin"}}}),
+        )  # fmt: skip
         eventually(
-            "follower moved to version 2 with the alias",
+            "follower moved to version 2 with the alias once approved",
             lambda: (
                 (s := _phase_is(kubectl, namespace, "follower", "Ready"))
                 and s["stable"]["version"] == "2"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -420,3 +421,37 @@ def test_a_refused_job_is_a_condition_and_runs_once_the_quota_allows_it(
     assert status["phase"] == "Succeeded"
     applied = next(c for c in status["conditions"] if c["type"] == "ChildrenApplied")
     assert (applied["status"], applied["reason"]) == ("True", "Applied")
+
+
+def test_the_run_records_image_command_code_version_and_the_ui_link(
+    stack: LocalStack, kubectl: Kubectl, namespace: str
+) -> None:
+    """What reproduces the run is on the run, where the MLflow UI shows Source and User; the
+    status links to the UI at its external address, not at the in-cluster tracking URI."""
+    commit = "3f2a9c1e5b7d4a6f8e0c2b4d6a8f0e1c3b5d7f9a"
+    ui = "https://mlflow.example.com/ui"
+    code = "import mlflow; mlflow.start_run(); mlflow.log_metric('loss', 0.5)"
+    with operator_in_thread([namespace], mlflow_ui_url=ui):
+        _apply(
+            kubectl, namespace, "traced",
+            command=["python", "-c", code],
+            env=[
+                {"name": "GIT_COMMIT", "value": commit},
+                {"name": "GIT_REPO_URL", "value": "https://github.com/acme/iris.git"},
+            ],
+        )  # fmt: skip
+        status = _finished(kubectl, namespace, "traced", timeout=120)
+    assert status["phase"] == "Succeeded", status
+    run_id = status["mlflowRunId"]
+    tags = _mlflow(stack).get_run(run_id).data.tags
+    assert tags["mlcycle.dev/image"] == "example/train:1"
+    assert tags["mlcycle.dev/command"] == shlex.join(["python", "-c", code])
+    assert tags["mlcycle.dev/git-commit"] == commit
+    # MLflow's own system tags: the UI's Source, its git commit and User columns.
+    assert tags["mlflow.source.type"] == "JOB"
+    assert tags["mlflow.source.name"] == "example/train:1"
+    assert tags["mlflow.source.git.commit"] == commit
+    assert tags["mlflow.source.git.repoURL"] == "https://github.com/acme/iris.git"
+    assert tags["mlflow.user"] == f"system:serviceaccount:{namespace}:default"
+    experiment = status["mlflowExperimentId"]
+    assert status["mlflowRunUrl"] == f"{ui}/#/experiments/{experiment}/runs/{run_id}"

@@ -25,6 +25,7 @@ from mlcycle.plan.inferenceservice import (
     RolloutPlan,
     Target,
     analysis_due,
+    approval_gate,
     desired_replicas,
     merge_patch,
     plan_rollout,
@@ -374,7 +375,7 @@ def test_a_new_version_supersedes_the_candidate_and_a_return_to_stable_ends_it()
 def test_blocked_model_keeps_the_stable_serving() -> None:
     isvc = _isvc(status={"stable": _stable()})
     blocked = Observed(
-        target=None, blocked=Blocked(reasons.AWAITING_APPROVAL, "needs approval"),
+        target=None, blocked=Blocked(reasons.NOT_APPROVED, "needs approval"),
         ready_replicas={"1": 1}, router_ready=1,
     )  # fmt: skip
     plan = plan_rollout(isvc, blocked, T0)
@@ -382,7 +383,7 @@ def test_blocked_model_keeps_the_stable_serving() -> None:
     assert plan.canary is None
     written = status_plan(isvc, blocked, plan, T0)
     resolved = next(c for c in written.status["conditions"] if c["type"] == "ModelResolved")
-    assert (resolved["status"], resolved["reason"]) == ("False", reasons.AWAITING_APPROVAL)
+    assert (resolved["status"], resolved["reason"]) == ("False", reasons.NOT_APPROVED)
 
 
 def test_restart_resumes_the_same_step_with_the_same_timer() -> None:
@@ -416,7 +417,7 @@ def test_model_version_reference() -> None:
     assert target_from_model_version(isvc, _mv()) == Target(MODEL, "4", "mv")
     unapproved = target_from_model_version(isvc, _mv(approval={"required": True}))
     assert isinstance(unapproved, Blocked)
-    assert unapproved.reason == reasons.AWAITING_APPROVAL
+    assert unapproved.reason == reasons.NOT_APPROVED
     approved = _mv(approval={"required": True, "approvedBy": "alice"})
     assert target_from_model_version(isvc, approved) == Target(MODEL, "4", "mv")
     pending = target_from_model_version(isvc, _mv(phase="Registering"))
@@ -438,6 +439,41 @@ def test_model_servers_read_mlflow_credentials_from_the_named_secret() -> None:
         assert env[key]["valueFrom"] == {
             "secretKeyRef": {"name": "ml", "key": key, "optional": True}
         }
+
+
+REQUIRED = {"required": True}
+APPROVED = {"required": True, "approvedBy": "bob"}
+
+
+@pytest.mark.parametrize(
+    ("tagged", "tracking", "served"),
+    [
+        (False, [], True),  # registered outside mlcycle, nobody asks for approval
+        (False, [None], True),  # tracked by a ModelVersion without approval
+        (True, [], False),  # registered with approval required, its object since deleted
+        (True, [None], False),  # adopted by an object without approval: no stand-in
+        (False, [REQUIRED], False),  # a ModelVersion asks for approval
+        (True, [REQUIRED, None], False),
+        (True, [APPROVED], True),
+        (False, [REQUIRED, APPROVED], True),  # approved on one object that requires it
+    ],
+)
+def test_a_version_requiring_approval_is_served_only_once_approved(
+    tagged: bool, tracking: list[dict[str, Any] | None], served: bool
+) -> None:
+    target = Target(MODEL, "4", approval_required=tagged)
+    gated = approval_gate(target, [_mv(approval=approval) for approval in tracking])
+    if served:
+        assert gated == target
+    else:
+        assert isinstance(gated, Blocked)
+        assert gated.reason == reasons.NOT_APPROVED
+
+
+def test_only_objects_tracking_the_same_version_count_for_approval() -> None:
+    other = _mv(approval=APPROVED).model_copy(update={"status": _mv().status.model_copy(
+        update={"version": "5"})})  # fmt: skip
+    assert isinstance(approval_gate(Target(MODEL, "4", approval_required=True), [other]), Blocked)
 
 
 def test_router_mode_children() -> None:

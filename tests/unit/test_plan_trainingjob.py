@@ -33,6 +33,7 @@ from mlcycle.plan.trainingjob import (
     mlflow_run_url,
     observe_training,
     run_name,
+    run_tags,
     status_patch,
 )
 
@@ -1185,3 +1186,56 @@ def test_primary_metric_column(
         now=T0,
     )
     assert planned.status.get("primaryMetric") == expected
+
+
+# --- What the run records -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tracking_uri", "ui_url", "expected"),
+    [
+        ("http://mlflow.mlcycle:5000", None, "http://mlflow.mlcycle:5000"),
+        ("http://mlflow.mlcycle:5000/", None, "http://mlflow.mlcycle:5000"),
+        # Users reach the UI at another address than the pods reach the tracking server.
+        ("http://mlflow.mlcycle:5000", "https://mlflow.example.com/", "https://mlflow.example.com"),
+        ("databricks", None, None),  # no UI address known
+        ("databricks", "https://dbc.example.com/ml", "https://dbc.example.com/ml"),
+    ],
+)
+def test_run_url_at_the_configured_ui_address(
+    tracking_uri: str, ui_url: str | None, expected: str | None
+) -> None:
+    run = RunBinding("abc", "7", "team-a", tracking_uri)
+    url = mlflow_run_url(run, ui_url)
+    assert url == (f"{expected}/#/experiments/7/runs/abc" if expected else None)
+
+
+def test_run_tags_record_image_command_code_version_and_mlflow_system_tags() -> None:
+    tj = _training(
+        args=["--epochs", "3 4"],
+        env=[{"name": "GIT_COMMIT", "value": "abc123"}, {"name": "GIT_REPO_URL", "value": "r"}],
+        podTemplate={"serviceAccountName": "trainer"},
+    )
+    assert run_tags(tj) == {
+        "mlcycle.dev/namespace": "team-a",
+        "mlcycle.dev/name": "train",
+        "mlcycle.dev/kind": "TrainingJob",
+        "mlcycle.dev/image": "example/train:1",
+        "mlcycle.dev/command": "python train.py --epochs '3 4'",
+        "mlcycle.dev/git-commit": "abc123",
+        "mlflow.source.type": "JOB",
+        "mlflow.source.name": "example/train:1",
+        "mlflow.source.git.commit": "abc123",
+        "mlflow.source.git.repoURL": "r",
+        "mlflow.user": "system:serviceaccount:team-a:trainer",
+    }
+
+
+def test_run_tags_without_code_version_or_command() -> None:
+    secret_ref = {"secretKeyRef": {"name": "ci", "key": "commit"}}
+    tj = _training(command=[], env=[{"name": "GIT_COMMIT", "valueFrom": secret_ref}])
+    tags = run_tags(tj)
+    # A commit the operator cannot read is left to the training code to record.
+    assert "mlflow.source.git.commit" not in tags
+    assert "mlcycle.dev/command" not in tags
+    assert tags["mlflow.user"] == "system:serviceaccount:team-a:default"

@@ -30,6 +30,7 @@ TICK_SECONDS = 1.0
 DEPLOYMENTS_INDEX = "inferenceservice_deployments"
 PODS_INDEX = "inferenceservice_pods"
 MODEL_VERSIONS_INDEX = "inferenceservice_modelversions"
+TRACKED_VERSIONS_INDEX = "inferenceservice_tracked_versions"
 
 _ONE_OF_OURS = {INFERENCESERVICE_UID_LABEL: kopf.PRESENT}
 
@@ -40,14 +41,20 @@ class IndexedChildren:
         deployments: kopf.Index[Any, Any],
         pods: kopf.Index[Any, Any],
         model_versions: kopf.Index[Any, Any],
+        tracked_versions: kopf.Index[Any, Any],
     ) -> None:
         self._deployments = deployments
         self._pods = pods
         self._model_versions = model_versions
+        self._tracked_versions = tracked_versions
 
     def model_version(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         key = (namespace, name)
         return next(iter(self._model_versions[key]), None) if key in self._model_versions else None
+
+    def model_versions_tracking(self, model_name: str, version: str) -> Sequence[Mapping[str, Any]]:
+        key = (model_name, version)
+        return list(self._tracked_versions[key]) if key in self._tracked_versions else []
 
     def deployments(self, uid: str) -> Sequence[Mapping[str, Any]]:
         return list(self._deployments[uid]) if uid in self._deployments else []
@@ -71,7 +78,10 @@ async def _reconcile_body(
             record_acceptance(InferenceService, cast(kopf.Body, body), patch)  # InvalidSpec
         return
     children = IndexedChildren(
-        indexes[DEPLOYMENTS_INDEX], indexes[PODS_INDEX], indexes[MODEL_VERSIONS_INDEX]
+        indexes[DEPLOYMENTS_INDEX],
+        indexes[PODS_INDEX],
+        indexes[MODEL_VERSIONS_INDEX],
+        indexes[TRACKED_VERSIONS_INDEX],
     )
     outcome = await reconcile_inferenceservice(
         isvc, _deps(memo), children, datetime.datetime.now(datetime.UTC)
@@ -100,6 +110,16 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         return {(namespace, name): body}
+
+    # By the registry version a ModelVersion tracks: whoever approved that version, however
+    # an InferenceService names it.
+    @kopf.index(GROUP, VERSION, ModelVersion.plural(), registry=registry, id=TRACKED_VERSIONS_INDEX)
+    def index_tracked_version(
+        spec: Mapping[str, Any], status: Mapping[str, Any], body: kopf.Body, **_: Any
+    ) -> dict[Any, Any]:
+        version = status.get("version")
+        # Empty rather than None: kopf keeps an object's previous keys when given None.
+        return {(spec.get("modelName"), str(version)): body} if version else {}
 
     async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
         with memo.context.metrics.reconciling("InferenceService"):

@@ -62,6 +62,7 @@ from mlcycle.plan.conditions import (
     find_condition,
     status_changed,
 )
+from mlcycle.plan.modelversion import is_approved, requires_approval
 from mlcycle.plan.ownership import controller_reference
 from mlcycle.plan.serving_names import (
     COMPONENT_LABEL,
@@ -107,6 +108,8 @@ class Target:
     model_name: str
     version: str
     model_version_object: str | None = None
+    approval_required: bool = False
+    """The registry version carries the approval-required tag mlcycle registers it with."""
 
     @property
     def uri(self) -> str:
@@ -135,10 +138,9 @@ def target_from_model_version(isvc: InferenceService, mv: ModelVersion | None) -
             reasons.MODEL_VERSION_NOT_FOUND,
             f"ModelVersion {ref.name} does not exist in namespace {isvc.metadata.namespace}",
         )
-    approval = mv.spec.approval
-    if approval is not None and approval.required and approval.approved_by is None:
+    if not is_approved(mv):
         return Blocked(
-            reasons.AWAITING_APPROVAL,
+            reasons.NOT_APPROVED,
             f"ModelVersion {ref.name} requires approval (spec.approval.approvedBy): not deployed",
         )
     status = mv.status
@@ -150,6 +152,37 @@ def target_from_model_version(isvc: InferenceService, mv: ModelVersion | None) -
             failed=phase == "Failed",
         )
     return Target(mv.spec.model_name, status.version, model_version_object=ref.name)
+
+
+def approval_gate(target: Target, tracking: Sequence[ModelVersion]) -> Target | Blocked:
+    """However the spec names the version (ModelVersion, registry version or alias), it is
+    served only once approved when it requires approval: mlcycle registered it so (the
+    registry tag) or a ModelVersion tracking it asks for it. An approval counts only on a
+    ModelVersion that requires it; the chart's admission policy lets only approvers set it,
+    so an object adopting the version without approval cannot stand in for one."""
+    tracking = [
+        mv
+        for mv in tracking
+        if mv.spec.model_name == target.model_name
+        and mv.status is not None
+        and mv.status.version == target.version
+    ]
+    requiring = [mv for mv in tracking if requires_approval(mv)]
+    if not target.approval_required and not requiring:
+        return target
+    if any(is_approved(mv) for mv in requiring):
+        return target
+    where = ", ".join(sorted(f"{mv.metadata.namespace}/{mv.metadata.name}" for mv in requiring))
+    how = (
+        f"an approver sets spec.approval.approvedBy on ModelVersion {where}"
+        if where
+        else "an approver approves a ModelVersion tracking it"
+    )
+    return Blocked(
+        reasons.NOT_APPROVED,
+        f"version {target.version} of {target.model_name} requires approval: not deployed"
+        f" until {how}",
+    )
 
 
 def served_model_name(isvc: InferenceService) -> str | None:

@@ -74,6 +74,10 @@ NAME_TAG: Final = "mlcycle.dev/name"
 DECLARED_TAGS_TAG: Final = "mlcycle.dev/declared-tags"
 """The keys of `spec.tags` last written, so a key dropped from the spec is deleted in MLflow
 while tags set by anyone else are left alone."""
+APPROVAL_REQUIRED_TAG: Final = "mlcycle.dev/approval-required"
+"""On a version registered with `approval.required`, in the create request itself: the
+version keeps requiring approval wherever it is served from, whatever becomes of the
+object."""
 DEFAULT_ARTIFACT_PATH: Final = "model"
 HISTORY_LIMIT: Final = 50
 
@@ -270,6 +274,15 @@ def desired_version_tags(mv: ModelVersion) -> dict[str, str]:
     }
 
 
+def registration_tags(mv: ModelVersion) -> dict[str, str]:
+    """The tags a new version is created with: the desired ones, plus the approval
+    requirement, which no later sync removes."""
+    tags = desired_version_tags(mv)
+    if requires_approval(mv):
+        tags[APPROVAL_REQUIRED_TAG] = "true"
+    return tags
+
+
 def dropped_tags(mv: ModelVersion, actual: Mapping[str, str]) -> list[str]:
     """Tags this object declared before and no longer does, still on the version."""
     try:
@@ -292,6 +305,10 @@ def model_uri(model_name: str, version: str) -> str:
 
 
 # --- Approval -----------------------------------------------------------------------------
+
+
+def requires_approval(mv: ModelVersion) -> bool:
+    return mv.spec.approval is not None and mv.spec.approval.required
 
 
 def is_approved(mv: ModelVersion) -> bool:

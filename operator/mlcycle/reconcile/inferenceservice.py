@@ -62,6 +62,10 @@ class Children(Protocol):
 
     def model_version(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
+    def model_versions_tracking(self, model_name: str, version: str) -> Sequence[Mapping[str, Any]]:
+        """The ModelVersions whose status says they track this registry version."""
+        ...
+
 
 class ScalarQueries(Protocol):
     """A Prometheus client (`adapters.prometheus.PrometheusClient`): one value per query,
@@ -216,9 +220,30 @@ _API_VERSIONS = {"Deployment": "apps/v1", "Service": "v1"}
 async def _resolve(
     isvc: InferenceService, deps: InferenceServiceDeps, children: Children
 ) -> plan.Target | plan.Blocked:
-    """The version the spec asks for. A ModelVersion from the watch-fed index (its status
-    says Ready and approved); a registry version or alias from MLflow, at most every
-    RESOLVE_SECONDS for one generation of the spec."""
+    """The version the spec asks for, once approved if it requires approval. The approval
+    is read from the watch-fed index on every pass, so it takes effect at the next tick."""
+    found = await _find_version(isvc, deps, children)
+    if isinstance(found, plan.Blocked):
+        return found
+    tracking = children.model_versions_tracking(found.model_name, found.version)
+    return plan.approval_gate(found, _parsed_model_versions(tracking))
+
+
+def _parsed_model_versions(bodies: Sequence[Mapping[str, Any]]) -> list[ModelVersion]:
+    parsed = []
+    for body in bodies:
+        try:
+            parsed.append(ModelVersion.from_body(body))
+        except ValidationError:
+            continue  # its own reconciler reports InvalidSpec; it approves nothing
+    return parsed
+
+
+async def _find_version(
+    isvc: InferenceService, deps: InferenceServiceDeps, children: Children
+) -> plan.Target | plan.Blocked:
+    """A ModelVersion from the watch-fed index (its status says Ready); a registry version
+    or alias from MLflow, at most every RESOLVE_SECONDS for one generation of the spec."""
     model = isvc.spec.model
     if model.model_version_ref is not None:
         body = children.model_version(str(isvc.metadata.namespace), model.model_version_ref.name)
@@ -262,15 +287,20 @@ def _resolve_in_registry(
             return plan.Blocked(
                 reasons.ALIAS_NOT_FOUND, f"registered model {name} has no alias {model.alias}"
             )
-        return plan.Target(name, version)
-    record = registry.get_version(name, str(model.version))
+    else:
+        version = str(model.version)
+    record = registry.get_version(name, version)
     if record is None:
         return plan.Blocked(
             reasons.VERSION_NOT_FOUND,
-            f"version {model.version} of registered model {name} does not exist",
-            failed=True,
+            f"version {version} of registered model {name} does not exist",
+            failed=model.alias is None,
         )
-    return plan.Target(name, record.version)
+    return plan.Target(
+        name,
+        record.version,
+        approval_required=record.tags.get(claims.APPROVAL_REQUIRED_TAG) == "true",
+    )
 
 
 async def _read_candidate(

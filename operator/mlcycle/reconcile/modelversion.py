@@ -289,7 +289,7 @@ def _register(
         model_name,
         source=source.uri,
         owner_uid=uid,
-        tags=plan.desired_version_tags(mv),
+        tags=plan.registration_tags(mv),
         run_id=source.run_id,
         model_id=source.model_id,
         description=mv.spec.description,

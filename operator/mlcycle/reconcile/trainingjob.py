@@ -45,6 +45,8 @@ class TrainingDeps:
     metrics: TrainingMetrics
     mlflow_credentials_secret: str | None = None
     """Secret, in the TrainingJob's namespace, of the training pods' MLflow credentials."""
+    mlflow_ui_url: str | None = None
+    """The MLflow UI's external address, for `status.mlflowRunUrl`."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The status each object got from this operator's last write, by uid."""
@@ -183,7 +185,7 @@ async def _reconcile(
         previous=status,
         observation=observation,
         run=binding,
-        run_url=plan.mlflow_run_url(binding),
+        run_url=plan.mlflow_run_url(binding, deps.mlflow_ui_url),
         job_name=job_name,
         metrics=metrics,
         gates=gate_result,
@@ -261,11 +263,7 @@ def _ensure_run(
         experiment_name=experiment,
         run_name=plan.run_name(tj),
         owner_uid=str(tj.metadata.uid),
-        owner_tags={
-            "mlcycle.dev/namespace": str(tj.metadata.namespace),
-            "mlcycle.dev/name": str(tj.metadata.name),
-            "mlcycle.dev/kind": "TrainingJob",
-        },
+        owner_tags=plan.run_tags(tj),
         extra_tags=tj.spec.mlflow.tags if tj.spec.mlflow else {},
         params=tj.spec.hyperparameters,
         dataset=DatasetInput(uri=dataset.uri, digest=dataset.digest, version=dataset.version)
