@@ -22,7 +22,7 @@ import requests
 import yaml
 
 from mlcycle.dev.iris_versions import register_iris_versions
-from tests.harness import Kubectl, eventually, operator_in_thread
+from tests.harness import REPO_ROOT, Kubectl, eventually, operator_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -475,6 +475,117 @@ def test_alias_is_followed_and_an_unapproved_version_is_not_deployed_by_either_p
             timeout=READY_TIMEOUT,
             interval=1,
         )
+
+
+def _train_and_register(kubectl: Kubectl, namespace: str, name: str, model: str) -> str:
+    """Runs the iris example as TrainingJob `name` registering to `model`; returns the name
+    of its ModelVersion once that is Ready."""
+    training = yaml.safe_load((REPO_ROOT / "examples" / "iris" / "trainingjob.yaml").read_text())
+    training["metadata"]["name"] = name
+    training["spec"]["register"]["modelName"] = model
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(training))
+
+    def registered() -> str | None:
+        found = json.loads(
+            kubectl("get", "trainingjob", name, "-n", namespace, "-o", "json").stdout
+        )
+        status = found.get("status") or {}
+        assert status.get("phase") != "Failed", status
+        return status.get("registeredModelVersion")
+
+    version_name = eventually(f"TrainingJob {name} registered", registered, timeout=240)
+    eventually(
+        f"ModelVersion {version_name} Ready",
+        lambda: _model_version(kubectl, namespace, version_name).get("phase") == "Ready",
+        timeout=90,
+    )
+    return version_name
+
+
+def _model_version(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    found = json.loads(kubectl("get", "modelversion", name, "-n", namespace, "-o", "json").stdout)
+    status: dict[str, Any] = found.get("status") or {}
+    return status
+
+
+@pytest.mark.timeout(1200)  # three model versions roll out, and two trainings run, in turn
+def test_each_retraining_moves_the_alias_and_the_service_rolls_it_out(
+    stack: Any,
+    kubectl: Kubectl,
+    namespace: str,
+    tmp_path: Path,
+    load_threads: list[tuple[Load, threading.Thread]],
+) -> None:
+    """The newest gated registration holds `challenger`: a second training reaches the
+    InferenceService following it, which promotes it to `champion` by itself; the first
+    version gives the alias up for good (no flip-flop)."""
+    import mlflow
+
+    model = f"iris-retrain-{uuid.uuid4().hex[:6]}"
+    rows = register_iris_versions(stack.env()["MLFLOW_TRACKING_URI"], model, tmp_path)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(model, "challenger", "1")  # the first model, by hand
+    name = "follower"
+    manifest = _manifest(
+        stack,
+        name,
+        {"name": model, "alias": "challenger"},
+        rollout={"steps": [50], "interval": "2s"},
+        analysis={"minRequests": 1, "successRateMin": 0.9},
+        registry={"promoteAlias": "champion"},
+    )
+
+    def promoted(version: str) -> None:
+        eventually(
+            f"version {version} promoted",
+            lambda: (
+                (s := _phase_is(kubectl, namespace, name, "Ready"))
+                and s["stable"]["version"] == version
+            ),
+            timeout=READY_TIMEOUT,
+            interval=0.5,
+        )
+        eventually(
+            f"champion on version {version}",
+            lambda: client.get_registered_model(model).aliases.get("champion") == version,
+            timeout=30,
+        )
+
+    with operator_in_thread([namespace], drift_check_seconds=2):
+        _apply_and_serve(kubectl, namespace, name, manifest)
+        url = eventually("router pod ready", lambda: _router_address(kubectl, namespace, name))
+        _start_load(load_threads, url, Iris(model, rows))
+
+        first = _train_and_register(kubectl, namespace, "first", model)
+        first_version = _model_version(kubectl, namespace, first)["version"]
+        assert client.get_registered_model(model).aliases["challenger"] == first_version
+        promoted(first_version)
+
+        second = _train_and_register(kubectl, namespace, "second", model)
+        second_version = _model_version(kubectl, namespace, second)["version"]
+        assert int(second_version) > int(first_version)
+        eventually(
+            "challenger moved to the second training's version",
+            lambda: client.get_registered_model(model).aliases["challenger"] == second_version,
+            timeout=30,
+        )
+        promoted(second_version)
+
+        def superseded() -> dict[str, Any] | None:
+            status = _model_version(kubectl, namespace, first)
+            synced = next(c for c in status["conditions"] if c["type"] == "AliasesSynced")
+            return status if synced["reason"] == "AliasSuperseded" else None
+
+        status = eventually("the first version superseded", superseded, timeout=30)
+        synced = next(c for c in status["conditions"] if c["type"] == "AliasesSynced")
+        assert synced["status"] == "True", synced
+        assert second in synced["message"]
+        assert status["aliases"] == []
+        time.sleep(5)  # both ModelVersions resync: the alias stays with the newer one
+        assert client.get_registered_model(model).aliases["challenger"] == second_version
+        assert _model_version(kubectl, namespace, second)["aliases"] == ["challenger"]
+        assert "AliasConflict" not in _events(kubectl, namespace, first)
+        assert "AliasConflict" not in _events(kubectl, namespace, second)
 
 
 def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(

@@ -356,7 +356,7 @@ def test_not_found_and_invalid_are_told_apart(
         tracking.ensure_experiment(deleted)
 
 
-def test_metric_of_alias_reads_the_champion_run(
+def test_champion_reads_the_run_behind_the_alias(
     tracking: MlflowTracking, client: MlflowClient, experiment_name: str
 ) -> None:
     model_name = f"iris-{uuid.uuid4().hex[:8]}"
@@ -367,11 +367,21 @@ def test_metric_of_alias_reads_the_champion_run(
         model_name, f"runs:/{champion.run_id}/model", run_id=champion.run_id
     )
     client.set_registered_model_alias(model_name, "champion", version.version)
+    from_uri = client.create_model_version(model_name, "s3://models/iris/1")
+    client.set_registered_model_alias(model_name, "baseline", from_uri.version)
 
-    assert tracking.metric_of_alias(model_name, "champion", "accuracy") == pytest.approx(0.91)
-    assert tracking.metric_of_alias(model_name, "champion", "f1") is None
-    assert tracking.metric_of_alias(model_name, "production", "accuracy") is None
-    assert tracking.metric_of_alias(f"{model_name}-missing", "champion", "accuracy") is None
+    found = tracking.champion(model_name, "champion", "accuracy")
+    assert found is not None
+    assert (found.version, found.run_id, found.run_found) == ("1", champion.run_id, True)
+    assert found.value == pytest.approx(0.91)
+    lacking = tracking.champion(model_name, "champion", "f1")
+    assert lacking is not None
+    assert (lacking.run_found, lacking.value) == (True, None)
+    baseline = tracking.champion(model_name, "baseline", "accuracy")
+    assert baseline is not None
+    assert (baseline.run_id, baseline.source, baseline.value) == (None, "s3://models/iris/1", None)
+    assert tracking.champion(model_name, "production", "accuracy") is None
+    assert tracking.champion(f"{model_name}-missing", "champion", "accuracy") is None
 
 
 def test_run_url_points_at_the_ui_page_of_the_run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -287,6 +288,83 @@ def test_gates_not_met_say_which_metric_missed_and_register_nothing(
     assert gate["status"] == "False"
     assert "accuracy" in gate["message"]
     assert "0.9" in gate["message"]
+
+
+def _champion(client: MlflowClient, model_name: str, metrics: dict[str, float]) -> str:
+    """Registers a version of `model_name` from a run that logged `metrics` and makes it
+    `@champion`; returns its version."""
+    experiment_id = client.create_experiment(f"champions-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment_id)
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(model_name)
+    version = client.create_model_version(
+        model_name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    )
+    client.set_registered_model_alias(model_name, "champion", version.version)
+    return str(version.version)
+
+
+def test_the_champion_gate_compares_with_the_real_champion_and_refuses_a_missing_metric(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    client = _mlflow(stack)
+    suffix = uuid.uuid4().hex[:6]
+    scored, unscored = f"scored-{suffix}", f"unscored-{suffix}"
+    _champion(client, scored, {"accuracy": 0.9})
+    unscored_version = _champion(client, unscored, {"loss": 0.3})
+
+    def train(name: str, model_name: str, accuracy: float, **register: Any) -> None:
+        script = (
+            "import mlflow\nwith mlflow.start_run():\n"
+            f"    mlflow.log_metric('accuracy', {accuracy})\n"
+        )
+        register |= {"modelName": model_name, "compareTo": "@champion", "compareMetric": "accuracy"}
+        _apply(kubectl, namespace, name, command=["python", "-c", script], register=register)
+
+    train("beats", scored, 0.95)
+    train("trails", scored, 0.85)
+    train("nothing-to-beat", unscored, 0.95)
+
+    def gate(name: str) -> dict[str, Any]:
+        status = _finished(kubectl, namespace, name, timeout=180)
+        assert status["phase"] == "Succeeded", status
+        condition = eventually(
+            f"ModelRegistered on {name}",
+            lambda: next(
+                (
+                    c
+                    for c in (_get(kubectl, namespace, "trainingjob", name) or {})
+                    .get("status", {})
+                    .get("conditions", [])
+                    if c["type"] == "ModelRegistered"
+                ),
+                None,
+            ),
+        )
+        return dict(condition, registered=status.get("registeredModelVersion"))
+
+    beats = gate("beats")
+    assert beats["status"] == "True", beats
+    assert beats["registered"]
+    trails = gate("trails")
+    assert (trails["status"], trails["reason"]) == ("False", "GatesNotMet"), trails
+    assert not trails["registered"]
+    assert "accuracy 0.85 is not > champion (@champion" in trails["message"], trails["message"]
+    assert "0.9 (short by 0.05)" in trails["message"], trails["message"]
+    missing = gate("nothing-to-beat")
+    assert (missing["status"], missing["reason"]) == ("False", "ChampionMetricMissing"), missing
+    assert not missing["registered"]
+    assert f"version {unscored_version}" in missing["message"]
+    assert "did not log accuracy" in missing["message"], missing["message"]
+    assert "onMissing" in missing["message"]
+    train("opted-in", unscored, 0.95, onMissing="pass")
+    opted_in = gate("opted-in")
+    assert opted_in["status"] == "True", opted_in
+    assert opted_in["registered"]
+    # One Event for the refusal, however many triggers observed it.
+    assert _event_reasons(kubectl, namespace, "nothing-to-beat")["ChampionMetricMissing"] == 1
 
 
 def test_two_workers_get_the_distributed_environment(

@@ -26,6 +26,7 @@ from mlcycle.plan.modelversion import (
     claim_is_live,
     claim_key,
     claim_value,
+    claim_verdict,
     claimant,
     desired_version_tags,
     dropped_tags,
@@ -263,7 +264,7 @@ def _plan(mv: ModelVersion, *, version: str = "2", **observed: Any) -> Any:
         version=version,
         model_aliases=observed.get("model_aliases", {}),
         model_tags=observed.get("model_tags", {}),
-        live_claims=observed.get("live_claims", {}),
+        verdicts=observed.get("verdicts", {}),
         previously_held=observed.get("previously_held", []),
         now=T0,
     )
@@ -302,7 +303,7 @@ def test_a_live_claim_of_another_object_is_a_conflict_not_a_move() -> None:
         mv,
         model_aliases={"champion": "1"},
         model_tags={claim_key("champion"): other},
-        live_claims={"champion": True},
+        verdicts={"champion": "Conflict"},
     )
     assert plan.conflicts == {"champion": Claimant("team-a", "older", "uid-0")}
     assert (plan.claims, plan.set_aliases, plan.held) == ({}, [], [])
@@ -314,7 +315,7 @@ def test_a_stale_claim_is_taken_over() -> None:
         mv,
         model_aliases={"champion": "1"},
         model_tags={claim_key("champion"): "team-a/gone/uid-0"},
-        live_claims={"champion": False},
+        verdicts={"champion": "Take"},
     )
     assert plan.claims == {claim_key("champion"): claim_value(mv)}
     assert plan.set_aliases == ["champion"]
@@ -383,6 +384,122 @@ def test_a_claim_stands_while_its_object_exists_and_wants_the_alias(
     current: ModelVersion | None, live: bool
 ) -> None:
     assert claim_is_live("champion", Claimant("team-a", "older", "uid-0"), current) is live
+
+
+def _isvc(uid: str = "uid-5", promote_alias: str = "champion") -> InferenceService:
+    return InferenceService.model_validate(
+        {
+            "metadata": {"name": "iris", "namespace": "team-a", "uid": uid},
+            "spec": {
+                "model": {"name": "iris", "alias": "challenger"},
+                "registry": {"promoteAlias": promote_alias},
+            },
+        }
+    )
+
+
+def _registration(uid: str, version: str | None, policy: str = "Newest") -> ModelVersion:
+    status = {"phase": "Ready", "version": version} if version else None
+    return _model_version(
+        f"clf-{uid}", uid=uid, status=status, aliases=["champion"], aliasPolicy=policy
+    )
+
+
+_NEWEST_V3 = _registration("uid-3", "3")
+
+
+@pytest.mark.parametrize(
+    ("holder_now", "contender", "contender_version", "verdict"),
+    [
+        # A stale claim is anyone's.
+        (None, _registration("uid-9", "1"), "1", "Take"),
+        (_model_version("clf-uid-0", uid="uid-0", aliases=[]), _isvc(), None, "Take"),
+        # A newer gated registration takes the alias; an older one never takes it back.
+        (_NEWEST_V3, _registration("uid-9", "4"), "4", "Take"),
+        (_registration("uid-4", "4"), _registration("uid-9", "3"), "3", "Superseded"),
+        # The same version adopted twice: neither is newer.
+        (_NEWEST_V3, _registration("uid-9", "3"), "3", "Conflict"),
+        # The holder's status write was lost after its claim: wait until it lands.
+        (_registration("uid-0", None), _registration("uid-9", "4"), "4", "Conflict"),
+        # A person's pin and a promotion outrank a gated registration, not the reverse.
+        (_NEWEST_V3, _registration("uid-9", "1", "Pin"), "1", "Take"),
+        (_NEWEST_V3, _isvc(), None, "Take"),
+        (_registration("uid-0", "1", "Pin"), _registration("uid-9", "4"), "4", "Conflict"),
+        (_isvc(uid="uid-0"), _registration("uid-9", "4"), "4", "Conflict"),
+        # Two pins, or two promotions: first come keeps it.
+        (_registration("uid-0", "1", "Pin"), _registration("uid-9", "4", "Pin"), "4", "Conflict"),
+        (_isvc(uid="uid-0"), _isvc(), None, "Conflict"),
+    ],
+)
+def test_claim_verdict(
+    holder_now: ModelVersion | InferenceService | None,
+    contender: ModelVersion | InferenceService,
+    contender_version: str | None,
+    verdict: str,
+) -> None:
+    uid = holder_now.metadata.uid if holder_now is not None else "uid-0"
+    holder = Claimant("team-a", "holder", str(uid), "ModelVersion")
+    if isinstance(holder_now, InferenceService):
+        holder = Claimant("team-a", "iris", str(uid), "InferenceService")
+    assert claim_verdict("champion", holder, holder_now, contender, contender_version) == verdict
+
+
+def test_claim_verdicts_are_one_way() -> None:
+    """Whoever may take an alias, the object it takes it from may not take it back."""
+    objects: list[tuple[ModelVersion | InferenceService, str | None]] = [
+        (_registration("uid-1", "1"), "1"),
+        (_registration("uid-2", "2"), "2"),
+        (_registration("uid-3", "3", "Pin"), "3"),
+        (_registration("uid-4", "4", "Pin"), "4"),
+        (_isvc(uid="uid-5"), None),
+        (_isvc(uid="uid-6"), None),
+    ]
+    for holder_now, _ in objects:
+        for contender, contender_version in objects:
+            if contender is holder_now:
+                continue
+            uid = str(holder_now.metadata.uid)
+            holder = Claimant("team-a", "holder", uid, holder_now.kind)
+            if claim_verdict("champion", holder, holder_now, contender, contender_version) != (
+                "Take"
+            ):
+                continue
+            back = Claimant("team-a", "contender", str(contender.metadata.uid), contender.kind)
+            held_version = (
+                holder_now.status.version
+                if isinstance(holder_now, ModelVersion) and holder_now.status
+                else None
+            )
+            assert claim_verdict("champion", back, contender, holder_now, held_version) != "Take", (
+                holder_now.metadata.uid,
+                contender.metadata.uid,
+            )
+
+
+def test_an_older_registration_reports_the_newer_one_and_leaves_the_alias() -> None:
+    mv = _registration("uid-1", "1")
+    aliases = _plan(
+        mv,
+        version="1",
+        model_aliases={"champion": "1"},
+        model_tags={claim_key("champion"): "team-a/clf-uid-2/uid-2"},
+        verdicts={"champion": "Superseded"},
+        previously_held=["champion"],
+    )
+    assert aliases.superseded == {"champion": Claimant("team-a", "clf-uid-2", "uid-2")}
+    assert (aliases.claims, aliases.set_aliases, aliases.remove_aliases, aliases.held) == (
+        {},
+        [],
+        [],
+        [],
+    )
+    assert aliases.events == []  # not drift: the alias moved on by the rule
+    planned = status_plan(mv, Progress(phase="Ready", version="1", aliases=aliases), T0)
+    synced = next(c for c in planned.status["conditions"] if c["type"] == reasons.ALIASES_SYNCED)
+    assert (synced["status"], synced["reason"]) == ("True", reasons.ALIAS_SUPERSEDED)
+    assert "team-a/clf-uid-2" in synced["message"]
+    assert reasons.ALIAS_SUPERSEDED in [e.reason for e in planned.events]
+    assert [e.reason for e in planned.events if e.type == "Warning"] == []
 
 
 def test_an_inferenceservice_claims_the_alias_it_promotes_to() -> None:
@@ -530,7 +647,7 @@ def test_an_alias_conflict_is_a_condition_naming_the_owner() -> None:
     aliases = _plan(
         mv,
         model_tags={claim_key("champion"): "team-a/older/uid-0"},
-        live_claims={"champion": True},
+        verdicts={"champion": "Conflict"},
     )
     planned = status_plan(mv, Progress(phase="Ready", version="2", aliases=aliases), T0)
     synced = next(c for c in planned.status["conditions"] if c["type"] == reasons.ALIASES_SYNCED)

@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -498,6 +499,8 @@ def test_model_version_is_standalone_and_named_after_the_run() -> None:
         "run": {"runId": RUN.run_id, "artifactPath": "model"}
     }
     assert model_version["spec"]["aliases"] == ["challenger"]
+    # The next training that passes its gates takes the aliases over.
+    assert model_version["spec"]["aliasPolicy"] == "Newest"
 
 
 # --- Observation ----------------------------------------------------------------------------
@@ -884,38 +887,111 @@ def test_evaluate_gates(gates: list[dict[str, Any]], failures: list[str]) -> Non
     assert result == GateResult(passed=not failures, failures=failures)
 
 
+@dataclass(frozen=True)
+class _Champion:
+    value: float | None
+    version: str = "3"
+    run_id: str | None = "r1"
+    source: str = "runs:/r1/model"
+    run_found: bool = True
+
+
+_REFUSED_MISSING = (
+    "champion (@champion, version 3) has no accuracy to compare with: {why}"
+    " (set register.onMissing: pass to register anyway)"
+)
+
+
 @pytest.mark.parametrize(
-    ("compare", "champion", "failures"),
+    ("compare", "champion", "failures", "reason"),
     [
-        pytest.param({}, 0.95, [], id="no champion gate configured"),
-        pytest.param({"compareOp": ">"}, None, [], id="no champion yet"),
-        pytest.param({"compareOp": ">"}, 0.8, [], id="beats the champion"),
+        pytest.param(None, _Champion(0.95), [], None, id="no champion gate configured"),
+        pytest.param({"compareOp": ">"}, None, [], None, id="no champion yet"),
+        pytest.param({"compareOp": ">"}, _Champion(0.8), [], None, id="beats the champion"),
         pytest.param(
             {"compareOp": ">"},
-            0.85,
-            ["accuracy 0.82 is not > champion (@champion) 0.85 (short by 0.03)"],
+            _Champion(0.85),
+            ["accuracy 0.82 is not > champion (@champion, version 3) 0.85 (short by 0.03)"],
+            reasons.GATES_NOT_MET,
             id="loses to the champion",
         ),
         pytest.param(
             {"compareOp": ">", "compareMetric": "f1"},
-            0.5,
+            _Champion(0.5),
             ["metric f1 was not logged"],
+            reasons.GATES_NOT_MET,
             id="challenger did not log the metric",
+        ),
+        pytest.param(
+            {},
+            _Champion(None),
+            [_REFUSED_MISSING.format(why="its run r1 did not log accuracy")],
+            reasons.CHAMPION_METRIC_MISSING,
+            id="champion run lacks the metric",
+        ),
+        pytest.param(
+            {},
+            _Champion(None, run_found=False),
+            [_REFUSED_MISSING.format(why="its run r1 no longer exists")],
+            reasons.CHAMPION_METRIC_MISSING,
+            id="champion run deleted",
+        ),
+        pytest.param(
+            {},
+            _Champion(None, run_id=None, source="s3://models/iris", run_found=False),
+            [
+                _REFUSED_MISSING.format(
+                    why="it was registered from s3://models/iris, not from a run"
+                )
+            ],
+            reasons.CHAMPION_METRIC_MISSING,
+            id="champion registered from a URI",
+        ),
+        pytest.param(
+            {"onMissing": "pass"}, _Champion(None), [], None, id="opted in to pass when missing"
+        ),
+        pytest.param(
+            {"onMissing": "pass"},
+            _Champion(0.85),
+            ["accuracy 0.82 is not > champion (@champion, version 3) 0.85 (short by 0.03)"],
+            reasons.GATES_NOT_MET,
+            id="opting in does not pass a measured champion",
         ),
     ],
 )
 def test_champion_gate(
-    compare: dict[str, Any], champion: float | None, failures: list[str]
+    compare: dict[str, Any] | None,
+    champion: _Champion | None,
+    failures: list[str],
+    reason: str | None,
 ) -> None:
     register: dict[str, Any] = {"modelName": "iris"}
-    if compare:
+    if compare is not None:
         register |= {"compareTo": "@champion", "compareMetric": "accuracy", **compare}
     tj = _training(register=register)
     registration = tj.spec.registration
     assert registration is not None
-    result = evaluate_gates([], METRICS, champion_metric=champion, registration=registration)
+    result = evaluate_gates([], METRICS, champion=champion, registration=registration)
     assert result.failures == failures
     assert result.passed is (not failures)
+    if reason is not None:
+        assert result.reason == reason
+
+
+def test_a_missing_champion_metric_is_its_own_reason_announced_once() -> None:
+    tj = _training(
+        register={"modelName": "iris", "compareTo": "@champion", "compareMetric": "accuracy"}
+    )
+    assert tj.spec.registration is not None
+    gates = evaluate_gates([], METRICS, champion=_Champion(None), registration=tj.spec.registration)
+    done = TrainingObservation("Succeeded", "Completed", "done", terminal=True)
+    first = _patch(TrainingJobStatus(phase="Running"), done, LATER, tj=tj, gates=gates)
+    condition = find_condition(_status(first.status).conditions, reasons.MODEL_REGISTERED)
+    assert condition is not None
+    assert (condition.status, condition.reason) == ("False", "ChampionMetricMissing")
+    assert ("Warning", "ChampionMetricMissing") in [(e.type, e.reason) for e in first.events]
+    again = _patch(_status(first.status), done, LATER, tj=tj, gates=gates)
+    assert again.events == []
 
 
 # --- The MLflow run's status ----------------------------------------------------------------------

@@ -96,6 +96,18 @@ class RunSnapshot:
     artifact_uri: str
 
 
+@dataclass(frozen=True)
+class ChampionRecord:
+    """The version an alias points to, as the champion gate compares against it."""
+
+    version: str
+    run_id: str | None
+    source: str
+    run_found: bool
+    value: float | None = None
+    """The compared metric of the version's run; None when that run did not log it."""
+
+
 def map_mlflow_error(error: BaseException, operation: str) -> AdapterError:
     """One place that turns MLflow, requests and socket failures into domain errors.
 
@@ -480,9 +492,9 @@ class MlflowTracking:
         return run_url_for(self.tracking_uri, experiment_id, run_id)
 
     # ---- registry (read only, for the champion gate) --------------------------------
-    def metric_of_alias(self, model_name: str, alias: str, metric: str) -> float | None:
-        """`metric` of the run behind the version `alias` points to; None when there is no
-        such model, alias, run or metric (no champion yet)."""
+    def champion(self, model_name: str, alias: str, metric: str) -> ChampionRecord | None:
+        """The version `alias` points to and `metric` of the run behind it; None when there
+        is no such registered model or alias (no champion yet)."""
         with _mapped("get registered model"):
             try:
                 model = self._client.get_registered_model(model_name)
@@ -494,18 +506,26 @@ class MlflowTracking:
         if version is None:
             return None
         with _mapped("get model version"):
-            run_id = self._client.get_model_version(model_name, str(version)).run_id
-        if not run_id:
-            return None  # registered from a URI, not from a run: no metrics to compare
+            found = self._client.get_model_version(model_name, str(version))
+        run_id = found.run_id or None
+        if run_id is None:
+            # Registered from a URI, not from a run: there are no metrics to compare.
+            return ChampionRecord(str(version), None, str(found.source), run_found=False)
         with _mapped("get champion run"):
             try:
                 metrics = self._client.get_run(run_id).data.metrics
             except MlflowException as error:
                 if error.error_code in _NOT_FOUND_CODES:
-                    return None
+                    return ChampionRecord(str(version), run_id, str(found.source), False)
                 raise
         value = metrics.get(metric)
-        return None if value is None else float(value)
+        return ChampionRecord(
+            str(version),
+            run_id,
+            str(found.source),
+            run_found=True,
+            value=None if value is None else float(value),
+        )
 
 
 def _latest_metrics(run: Any) -> dict[str, float]:

@@ -27,13 +27,19 @@ Alias ownership
 An alias of a registered model is moved by exactly one object: the one whose claim, the
 registered-model tag `mlcycle.dev/alias-owner.<alias>` = `<namespace>/<name>/<uid>` (a
 ModelVersion) or `InferenceService:<namespace>/<name>/<uid>` (its `registry.promoteAlias`),
-stands. A claim is taken when the alias is unclaimed, or its claimant no longer exists, is
-being deleted, or no longer wants the alias (a ModelVersion lost its approval or dropped
-it from `aliases`; an InferenceService promotes to another alias). A second ModelVersion
-declaring a claimed alias gets `AliasesSynced=False` with `AliasConflict`, a second
-InferenceService an `AliasConflict` Event at promotion, and either leaves the alias alone:
-no flip-flop. The owner corrects any change made
-to the alias in MLflow directly (drift) and announces it.
+stands. One tag per alias, so a crash between any two writes never leaves two owners.
+`claim_verdict` is the whole rule. A claim is taken when the alias is unclaimed, or its
+claimant no longer exists, is being deleted, or no longer wants the alias (a ModelVersion
+lost its approval or dropped it from `aliases`; an InferenceService promotes to another
+alias). A live claim of a ModelVersion with `aliasPolicy: Newest` (what a TrainingJob's
+gated registration declares) gives way to a newer such version, as MLflow moves an alias
+to the version last given it, and to a pin (a `Pin` ModelVersion, an InferenceService's
+promotion); an older `Newest` version finds itself `AliasSuperseded` and never takes the
+alias back. Any other live claim stands: a second ModelVersion declaring the alias gets
+`AliasesSynced=False` with `AliasConflict`, a second InferenceService an `AliasConflict`
+Event at promotion, and either leaves the alias alone. Taking is one-way between any two
+objects, so none flip-flops. The owner corrects any change made to the alias in MLflow
+directly (drift) and announces it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import datetime
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeGuard
 
 from mlcycle.api.v1alpha1.inferenceservice import InferenceService
 from mlcycle.api.v1alpha1.modelversion import (
@@ -404,6 +410,50 @@ def claim_is_live(
     return alias in wanted_aliases(current)
 
 
+ClaimVerdict = Literal["Take", "Conflict", "Superseded"]
+"""What an object wanting an alias does about another object's claim on it: take it, leave
+it and report a conflict, or leave it because a newer registration follows it."""
+
+
+def claim_verdict(
+    alias: str,
+    holder: Claimant,
+    holder_now: ModelVersion | InferenceService | None,
+    contender: ModelVersion | InferenceService,
+    contender_version: str | None = None,
+) -> ClaimVerdict:
+    """Whether `contender` (at registry version `contender_version` when a ModelVersion)
+    may take `alias` from `holder`, whose object the API server has as `holder_now`.
+
+    Taking is one-way: whenever the contender may take the alias, the holder may not take
+    it back (a pin never yields to a `Newest` version, a version never to an older one).
+    """
+    if not claim_is_live(alias, holder, holder_now):
+        return "Take"
+    if not _follows_newest(holder_now):
+        return "Conflict"
+    if not _follows_newest(contender):
+        return "Take"  # a person's pin or a promotion outranks an automatic registration
+    held = _version_number(holder_now.status.version if holder_now.status else None)
+    wanted = _version_number(contender_version)
+    if held is None or wanted is None:
+        # The holder's status write was lost after its claim: undecided until it lands.
+        return "Conflict"
+    if wanted > held:
+        return "Take"
+    return "Superseded" if wanted < held else "Conflict"
+
+
+def _follows_newest(
+    owner: ModelVersion | InferenceService | None,
+) -> TypeGuard[ModelVersion]:
+    return isinstance(owner, ModelVersion) and owner.spec.alias_policy == "Newest"
+
+
+def _version_number(version: str | None) -> int | None:
+    return int(version) if version is not None and version.isdigit() else None
+
+
 @dataclass(frozen=True)
 class AliasPlan:
     """Registry writes that bring the aliases to the declared state, and their record."""
@@ -419,6 +469,8 @@ class AliasPlan:
     held: list[str] = field(default_factory=list)
     """Aliases pointing at this version once applied."""
     conflicts: dict[str, Claimant] = field(default_factory=dict)
+    superseded: dict[str, Claimant] = field(default_factory=dict)
+    """Wanted aliases that follow a newer registration (`aliasPolicy: Newest`)."""
     moves: list[AliasMove] = field(default_factory=list)
     events: list[EventIntent] = field(default_factory=list)
 
@@ -435,15 +487,15 @@ def plan_aliases(
     version: str,
     model_aliases: Mapping[str, str],
     model_tags: Mapping[str, str],
-    live_claims: Mapping[str, bool],
+    verdicts: Mapping[str, ClaimVerdict],
     previously_held: Sequence[str],
     now: datetime.datetime,
 ) -> AliasPlan:
     """Claims, alias writes and their record for one pass.
 
-    `live_claims` says, for each alias another object claims, whether that claim stands.
-    An alias this object held before and finds elsewhere (or gone) was changed in MLflow
-    directly: it is set back and reported as drift.
+    `verdicts` holds `claim_verdict` for each alias another object claims (a claim left
+    out stands). An alias this object held before and finds elsewhere (or gone) was changed
+    in MLflow directly: it is set back and reported as drift.
     """
     plan = AliasPlan()
     mine = claim_value(mv)
@@ -451,9 +503,14 @@ def plan_aliases(
     for alias in wanted:
         claim = model_tags.get(claim_key(alias))
         owner = claimant(claim) if claim else None
-        if owner is not None and owner.uid != mv.metadata.uid and live_claims.get(alias, True):
-            plan.conflicts[alias] = owner
-            continue
+        if owner is not None and owner.uid != mv.metadata.uid:
+            verdict = verdicts.get(alias, "Conflict")
+            if verdict == "Superseded":
+                plan.superseded[alias] = owner
+                continue
+            if verdict == "Conflict":
+                plan.conflicts[alias] = owner
+                continue
         if claim != mine:
             plan.claims[claim_key(alias)] = mine
         current = model_aliases.get(alias)
@@ -580,12 +637,19 @@ def _transition_event(
 def _alias_condition(mv: ModelVersion, plan: AliasPlan) -> tuple[bool, str, str]:
     if plan.conflicts:
         owners = ", ".join(
-            f"{alias} (owned by ModelVersion {owner.namespace}/{owner.name})"
+            f"{alias} (owned by {owner.kind} {owner.namespace}/{owner.name})"
             for alias, owner in sorted(plan.conflicts.items())
         )
         return False, reasons.ALIAS_CONFLICT, f"aliases claimed by another object: {owners}"
     if mv.spec.aliases and not is_approved(mv):
         return False, reasons.AWAITING_APPROVAL, "aliases are set once the version is approved"
+    if plan.superseded:
+        newer = ", ".join(
+            f"{alias} (followed to newer ModelVersion {owner.namespace}/{owner.name})"
+            for alias, owner in sorted(plan.superseded.items())
+        )
+        held = f"; holds {', '.join(plan.held)}" if plan.held else ""
+        return True, reasons.ALIAS_SUPERSEDED, f"aliases moved on: {newer}{held}"
     held = ", ".join(plan.held) or "none declared"
     return True, reasons.ALIASES_SET, f"aliases: {held}"
 

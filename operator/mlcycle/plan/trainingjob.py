@@ -19,7 +19,8 @@ Phases and conditions
   present as False (`Resumed`) once it was ever True, like the Job's own condition.
 - `Admitted` (only with `queueName`): whether Kueue admitted the Job (unsuspended it).
 - `ModelRegistered` (only with `register`, after success): True, or False with
-  `GatesNotMet` and which metric missed by how much.
+  `GatesNotMet` and which metric missed by how much, or `ChampionMetricMissing` when the
+  `compareTo` champion has nothing to compare with (unless `onMissing: pass`).
 
 Every condition carries the TrainingJob's `observedGeneration`.
 """
@@ -34,7 +35,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from mlcycle.api.redaction import redact_url
 from mlcycle.api.v1alpha1.common import API_VERSION
@@ -457,7 +458,10 @@ def desired_model_version(tj: TrainingJob, run: RunBinding) -> dict[str, Any]:
         },
     }
     if registration.aliases:
+        # A later training that passes its gates takes the aliases over, as MLflow moves an
+        # alias to the version last given it; a person's pin still outranks it.
         spec["aliases"] = list(registration.aliases)
+        spec["aliasPolicy"] = "Newest"
     return {
         "apiVersion": API_VERSION,
         "kind": "ModelVersion",
@@ -859,10 +863,27 @@ _COMPARISONS: Final[Mapping[str, Callable[[float, float], bool]]] = {
 _NEGATIONS: Final[Mapping[str, str]] = {">": "<=", ">=": "<", "<": ">=", "<=": ">", "==": "!="}
 
 
+class ChampionView(Protocol):
+    """The version `register.compareTo` points at, as the registry reports it."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def run_found(self) -> bool: ...
+    @property
+    def value(self) -> float | None: ...
+
+
 @dataclass(frozen=True)
 class GateResult:
     passed: bool
     failures: list[str] = field(default_factory=list)
+    reason: str = reasons.GATES_NOT_MET
+    """The `ModelRegistered` reason when refused."""
 
 
 def _number(value: float) -> str:
@@ -884,14 +905,17 @@ def evaluate_gates(
     gates: Sequence[MetricGate],
     metrics: Mapping[str, float],
     *,
-    champion_metric: float | None = None,
+    champion: ChampionView | None = None,
     registration: Registration | None = None,
 ) -> GateResult:
     """Every gate must hold; each failure says which metric missed and by how much.
 
-    `champion_metric` is the compare metric of the run behind `registration.compareTo`;
-    None means there is no champion yet, and the first challenger wins by default.
+    `champion` is the version behind `registration.compareTo`; None means there is no
+    champion yet, and the first challenger wins by default. A champion without the compare
+    metric refuses the registration unless `onMissing` is `pass`: passing by default would
+    let any model replace one that was never measured the same way.
     """
+    reason = reasons.GATES_NOT_MET
     failures: list[str] = []
     for gate in gates:
         actual = metrics.get(gate.metric)
@@ -903,16 +927,31 @@ def evaluate_gates(
         registration is not None
         and registration.compare_to is not None
         and registration.compare_metric is not None
-        and champion_metric is not None
+        and champion is not None
     ):
         metric, op = registration.compare_metric, registration.compare_op
         actual = metrics.get(metric)
+        what = f"champion ({registration.compare_to}, version {champion.version})"
         if actual is None:
             failures.append(f"metric {metric} was not logged")
-        elif not _COMPARISONS[op](actual, champion_metric):
-            champion = f"champion ({registration.compare_to})"
-            failures.append(_miss(metric, actual, op, champion_metric, what=champion))
-    return GateResult(passed=not failures, failures=failures)
+        elif champion.value is None:
+            if registration.on_missing == "fail":
+                reason = reasons.CHAMPION_METRIC_MISSING
+                failures.append(
+                    f"{what} has no {metric} to compare with: {_why_missing(champion, metric)}"
+                    " (set register.onMissing: pass to register anyway)"
+                )
+        elif not _COMPARISONS[op](actual, champion.value):
+            failures.append(_miss(metric, actual, op, champion.value, what=what))
+    return GateResult(passed=not failures, failures=failures, reason=reason)
+
+
+def _why_missing(champion: ChampionView, metric: str) -> str:
+    if champion.run_id is None:
+        return f"it was registered from {champion.source}, not from a run"
+    if not champion.run_found:
+        return f"its run {champion.run_id} no longer exists"
+    return f"its run {champion.run_id} did not log {metric}"
 
 
 # --- The MLflow run's end -----------------------------------------------------------------
@@ -1008,7 +1047,7 @@ def status_patch(
             conditions.put(reasons.ADMITTED, True, reasons.ADMITTED, admitted)
     if gates is not None and not gates.passed:
         refused = "; ".join(gates.failures)
-        conditions.put(reasons.MODEL_REGISTERED, False, reasons.GATES_NOT_MET, refused)
+        conditions.put(reasons.MODEL_REGISTERED, False, gates.reason, refused)
     elif gates is not None and registered_model_version is not None:
         registered = f"registered as ModelVersion {registered_model_version}"
         conditions.put(reasons.MODEL_REGISTERED, True, reasons.MODEL_REGISTERED, registered)

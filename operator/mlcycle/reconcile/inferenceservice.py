@@ -426,15 +426,17 @@ def _claim_alias(
     model_name: str,
     alias: str,
 ) -> claims.Claimant | None:
-    """Takes the alias' claim for `isvc` unless another live object holds it; returns that
-    object then. Shared with ModelVersions, so an alias has one owner and never flips."""
+    """Takes the alias' claim for `isvc` unless the claim of another object stands against
+    it; returns that object then. The ModelVersions' rule, so an alias has one owner and
+    never flips."""
     model = registry.registered_model(model_name)
     value = (model.tags if model else {}).get(claims.claim_key(alias))
     owner = claims.claimant(value) if value else None
     if owner is not None and owner.uid == str(isvc.metadata.uid):
         return None
-    if owner is not None and claims.claim_is_live(
-        alias, owner, claimant_object(deps.cluster, owner)
+    if (
+        owner is not None
+        and claims.claim_verdict(alias, owner, claimant_object(deps.cluster, owner), isvc) != "Take"
     ):
         return owner
     registry.set_model_tag(model_name, claims.claim_key(alias), claims.claim_value(isvc))

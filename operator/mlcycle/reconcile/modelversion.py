@@ -345,15 +345,18 @@ def _sync_aliases(
         model = registry.registered_model(model_name)
         aliases = model.aliases if model else {}
         tags = model.tags if model else {}
-        live: dict[str, bool] = {}
-        for alias, owner in plan.foreign_claims(mv, tags).items():
-            live[alias] = plan.claim_is_live(alias, owner, claimant_object(deps.cluster, owner))
+        verdicts = {
+            alias: plan.claim_verdict(
+                alias, owner, claimant_object(deps.cluster, owner), mv, version
+            )
+            for alias, owner in plan.foreign_claims(mv, tags).items()
+        }
         aliases_plan = plan.plan_aliases(
             mv,
             version=version,
             model_aliases=aliases,
             model_tags=tags,
-            live_claims=live,
+            verdicts=verdicts,
             previously_held=before.aliases,
             now=now,
         )

@@ -287,13 +287,13 @@ async def _register(
     champion = None
     if registration.compare_to and registration.compare_metric:
         champion = await asyncio.to_thread(
-            tracking.metric_of_alias,
+            tracking.champion,
             registration.model_name,
             registration.compare_to.lstrip("@"),
             registration.compare_metric,
         )
     result = plan.evaluate_gates(
-        registration.gates, metrics, champion_metric=champion, registration=registration
+        registration.gates, metrics, champion=champion, registration=registration
     )
     if not result.passed:
         return result, None

@@ -92,6 +92,11 @@ class ModelVersionSpec(ApiModel):
     """Tags synced to the MLflow model version."""
     aliases: Aliases = Field(default_factory=list)
     """Aliases this version should hold, such as `challenger`."""
+    alias_policy: Literal["Pin", "Newest"] = "Pin"
+    """Who may take this version's aliases. `Pin`: it keeps them while it declares them,
+    and another ModelVersion declaring one gets `AliasConflict`. `Newest`: an alias follows
+    the newest version of the model whose ModelVersion declares it with `Newest` (a
+    TrainingJob's registrations do), and gives way to a `Pin`."""
     approval: Approval | None = None
     deletion_policy: Literal["Retain", "Archive", "Delete"] = "Retain"
     """What deleting this object does in MLflow: keep the version, tag it archived and drop

@@ -118,10 +118,15 @@ class Registration(ApiModel):
     """Metric conditions that must all hold for the model to be registered."""
     compare_to: str | None = Field(None, max_length=256, pattern=r"^@[A-Za-z0-9_-]+$")
     """Champion/challenger gate: an alias such as `@champion` whose version's run the new
-    run must beat on `compareMetric`. Passes when the alias does not exist yet."""
+    run must beat on `compareMetric`. Passes when the alias does not exist yet (the first
+    model becomes the champion); see `onMissing` for a champion with nothing to compare."""
     compare_metric: MetricName | None = None
     compare_op: Literal[">", ">=", "<", "<="] = ">"
     """How the new run's `compareMetric` must relate to the champion's (`<` for losses)."""
+    on_missing: Literal["fail", "pass"] = "fail"
+    """What the champion gate does when the champion has no `compareMetric` (its run did not
+    log it, was deleted, or it was registered from a URI, not a run): `fail` refuses the
+    registration and says why; `pass` registers as when there is no champion yet."""
     aliases: Annotated[list[AliasName], Field(max_length=10), ListType.set()] = Field(
         default_factory=list
     )
