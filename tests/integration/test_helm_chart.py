@@ -129,3 +129,65 @@ def test_two_replicas_from_the_chart_reconcile_with_one_leader(
     # is counted, so the count is awaited rather than read once.
     counts = eventually("the leader to count its TrainingJob reconcile", counted, timeout=30)
     assert sorted(c > 0 for c in counts) == [False, True], f"reconciles per replica: {counts}"
+
+
+def _owned_children(
+    kubectl: Kubectl, namespace: str, kind: str, owner_kind: str
+) -> list[dict[str, object]] | None:
+    items = json.loads(kubectl("get", kind, "-n", namespace, "-o", "json").stdout)["items"]
+    owned = [
+        item
+        for item in items
+        if any(ref["kind"] == owner_kind for ref in item["metadata"].get("ownerReferences", []))
+    ]
+    return owned or None
+
+
+def test_the_charts_operator_creates_children_under_owner_reference_enforcement(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    release: str,
+    tmp_path: Path,
+) -> None:
+    # The local apiserver runs OwnerReferencesPermissionEnforcement, as OpenShift does: a
+    # child whose ownerReference blocks the owner's deletion is refused unless the chart's
+    # role may update the owner's finalizers.
+    from mlcycle.dev.iris_versions import register_iris_versions
+
+    model = f"iris-helm-{namespace}"
+    register_iris_versions(stack.env()["MLFLOW_TRACKING_URI"], model, tmp_path)
+    documents = [
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "owned"},
+            "spec": {"image": "example/train:1", "command": ["python", "-c", "pass"]},
+        },
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "owned"},
+            "spec": {"model": {"name": model, "version": 1}},
+        },
+    ]
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump_all(documents))
+    eventually(
+        "the TrainingJob's Job",
+        lambda: _owned_children(kubectl, namespace, "jobs", "TrainingJob"),
+        timeout=90,
+    )
+    deployments = eventually(
+        "the InferenceService's model server and router Deployments",
+        lambda: (
+            found
+            if len(
+                found := _owned_children(kubectl, namespace, "deployments", "InferenceService")
+                or []
+            )
+            >= 2
+            else None
+        ),
+        timeout=90,
+    )
+    assert len(deployments) == 2
