@@ -73,6 +73,20 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_finalizers(args: argparse.Namespace) -> int:
+    from mlcycle.adapters.finalizers import remove_finalizers
+    from mlcycle.adapters.kube import new_api_client
+    from mlcycle.api.v1alpha1 import FINALIZER
+
+    namespaces = [ns for value in args.namespace for ns in value.split(",") if ns]
+    released = 0
+    for each in remove_finalizers(new_api_client(), namespaces):
+        print(f"released {each.kind} {each.namespace}/{each.name}")
+        released += 1
+    print(f"{released} object(s) released from {FINALIZER}")
+    return 0
+
+
 def _stack(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from mlcycle.dev.cluster import LocalStack
 
@@ -240,6 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="write the generated CRDs, one file per kind")
     crds.add_argument("--output-dir", required=True)
     crds.set_defaults(func=_crds)
+
+    release = commands.add_parser(
+        "remove-finalizers",
+        help="after uninstalling the operator: release its objects so deletions complete",
+        description=(
+            "Removes mlcycle's finalizer from every TrainingJob, ModelVersion and "
+            "InferenceService, skipping the cleanup the operator would have done (a running "
+            "training's MLflow run stays RUNNING; a deletionPolicy is not applied). Run it "
+            "once the operator is stopped: a running operator puts the finalizer back."
+        ),
+    )
+    release.add_argument(
+        "--namespace", "-n", action="append", default=[], help="repeatable; default all"
+    )
+    release.set_defaults(func=_remove_finalizers)
 
     router = commands.add_parser(
         "router", help="the data-plane router in front of one InferenceService's versions"

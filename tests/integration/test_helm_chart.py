@@ -286,3 +286,65 @@ def test_only_an_approver_approves_and_a_registry_version_is_not_served_until_th
             timeout=240,
             interval=1,
         )
+
+
+def _owned_children(
+    kubectl: Kubectl, namespace: str, kind: str, owner_kind: str
+) -> list[dict[str, object]] | None:
+    items = json.loads(kubectl("get", kind, "-n", namespace, "-o", "json").stdout)["items"]
+    owned = [
+        item
+        for item in items
+        if any(ref["kind"] == owner_kind for ref in item["metadata"].get("ownerReferences", []))
+    ]
+    return owned or None
+
+
+def test_the_charts_operator_creates_children_under_owner_reference_enforcement(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    release: str,
+    tmp_path: Path,
+) -> None:
+    # The local apiserver runs OwnerReferencesPermissionEnforcement, as OpenShift does: a
+    # child whose ownerReference blocks the owner's deletion is refused unless the chart's
+    # role may update the owner's finalizers.
+    from mlcycle.dev.iris_versions import register_iris_versions
+
+    model = f"iris-helm-{namespace}"
+    register_iris_versions(stack.env()["MLFLOW_TRACKING_URI"], model, tmp_path)
+    documents = [
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "owned"},
+            "spec": {"image": "example/train:1", "command": ["python", "-c", "pass"]},
+        },
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "owned"},
+            "spec": {"model": {"name": model, "version": 1}},
+        },
+    ]
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump_all(documents))
+    eventually(
+        "the TrainingJob's Job",
+        lambda: _owned_children(kubectl, namespace, "jobs", "TrainingJob"),
+        timeout=90,
+    )
+    deployments = eventually(
+        "the InferenceService's model server and router Deployments",
+        lambda: (
+            found
+            if len(
+                found := _owned_children(kubectl, namespace, "deployments", "InferenceService")
+                or []
+            )
+            >= 2
+            else None
+        ),
+        timeout=90,
+    )
+    assert len(deployments) == 2

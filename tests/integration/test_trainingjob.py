@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -367,18 +368,38 @@ def test_the_champion_gate_compares_with_the_real_champion_and_refuses_a_missing
     assert _event_reasons(kubectl, namespace, "nothing-to-beat")["ChampionMetricMissing"] == 1
 
 
+# Each rank reports its environment as its termination message, which the test reads back
+# from the pods' status; with `fail_once` rank 1 of the first attempt fails (a gang restart).
+_RANK_SCRIPT = (
+    "import os, sys, json\n"
+    "env = {k: os.environ[k] for k in ('MASTER_ADDR','MASTER_PORT','WORLD_SIZE','RANK')}\n"
+    "print(env)\n"
+    "marker = sys.argv[1] if len(sys.argv) > 1 else ''\n"
+    "if marker and env['RANK'] == '1' and not os.path.exists(marker):\n"
+    "    open(marker, 'w').close()\n"
+    "    sys.exit(3)\n"
+    "with open(os.environ['MLCYCLE_TERMINATION_MESSAGE_PATH'], 'w') as out:\n"
+    "    json.dump(env, out)\n"
+    "sys.exit(0 if env['WORLD_SIZE'] == '2' else 7)\n"
+)
+
+
+def _reported_env(kubectl: Kubectl, namespace: str, job_name: str) -> list[dict[str, str]]:
+    pods = json.loads(
+        kubectl("get", "pods", "-n", namespace, "-l", f"job-name={job_name}", "-o", "json").stdout
+    )["items"]
+    return [
+        json.loads(status["state"]["terminated"]["message"])
+        for pod in pods
+        for status in pod["status"].get("containerStatuses", [])
+        if pod["status"].get("phase") == "Succeeded"
+    ]
+
+
 def test_two_workers_get_the_distributed_environment(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    script = (
-        "import os, sys\n"
-        "env = {k: os.environ[k] for k in ('MASTER_ADDR','MASTER_PORT','WORLD_SIZE','RANK')}\n"
-        "print(env)\n"
-        "ok = env['WORLD_SIZE'] == '2' and env['RANK'] in ('0','1')\n"
-        "ok = ok and env['MASTER_ADDR'].startswith('gang-0.')\n"
-        "sys.exit(0 if ok else 7)\n"
-    )
-    _apply(kubectl, namespace, "gang", command=["python", "-c", script], workers=2)
+    _apply(kubectl, namespace, "gang", command=["python", "-c", _RANK_SCRIPT], workers=2)
     status = _finished(kubectl, namespace, "gang")
     assert status["phase"] == "Succeeded", status
     job = _get(kubectl, namespace, "job", status["jobName"])
@@ -386,6 +407,29 @@ def test_two_workers_get_the_distributed_environment(
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == 2
     assert _get(kubectl, namespace, "service", "gang") is not None
+    reported = _reported_env(kubectl, namespace, "gang")
+    assert sorted(env["RANK"] for env in reported) == ["0", "1"], reported
+    assert {env["MASTER_ADDR"] for env in reported} == {"gang-0.gang"}
+
+
+def test_a_gang_restart_gets_its_own_headless_service(
+    kubectl: Kubectl, namespace: str, operator: RunningOperator, tmp_path: Path
+) -> None:
+    marker = str(tmp_path / "rank-1-failed-once")
+    command = ["python", "-c", _RANK_SCRIPT, marker]
+    _apply(kubectl, namespace, "regang", command=command, workers=2)
+    status = _finished(kubectl, namespace, "regang")
+    assert status["phase"] == "Succeeded", status
+    assert status["jobName"] == "regang-r1"
+    # MASTER_ADDR of the new attempt names its own Service: without it the name of rank 0
+    # does not resolve on a real cluster.
+    service = _get(kubectl, namespace, "service", "regang-r1")
+    assert service is not None
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"]["mlcycle.dev/attempt"] == "1"
+    reported = _reported_env(kubectl, namespace, "regang-r1")
+    assert sorted(env["RANK"] for env in reported) == ["0", "1"], reported
+    assert {env["MASTER_ADDR"] for env in reported} == {"regang-r1-0.regang-r1"}
 
 
 def test_deleting_the_trainingjob_removes_job_and_pods_and_kills_the_run(

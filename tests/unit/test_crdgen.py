@@ -112,7 +112,7 @@ def test_preserved_fields_are_only_embedded_kubernetes_types(kind: type[CustomRe
         for path, node in _nodes(_schema(crd_manifest(kind)))
         if node.get("x-kubernetes-preserve-unknown-fields")
     }
-    allowed_leaves = ("affinity", "securityContext", "volumes[*]")
+    allowed_leaves = ("affinity", "securityContext", "containerSecurityContext", "volumes[*]")
     assert all(path.endswith(allowed_leaves) for path in preserved), preserved
 
 

@@ -535,6 +535,35 @@ def test_router_mode_children() -> None:
     ]
 
 
+def test_model_servers_and_routers_pass_the_restricted_standard_with_a_read_only_root() -> None:
+    isvc = _isvc(
+        status={"stable": _stable()},
+        model={"name": MODEL, "version": 1},
+        traffic={"router": {"podTemplate": {"containerSecurityContext": {"runAsUser": 1001}}}},
+    )
+    plan = plan_rollout(isvc, _observed(), _at(1))
+    servers = server_children(isvc, plan, MODEL, None)
+    server = next(c for c in servers if c["kind"] == "Deployment")
+    router = next(c for c in router_children(isvc, plan) if c["kind"] == "Deployment")
+    for deployment in (server, router):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        [container] = pod["containers"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["volumes"] == [{"name": "mlcycle-tmp", "emptyDir": {}}]
+        assert container["volumeMounts"] == [{"name": "mlcycle-tmp", "mountPath": "/tmp"}]
+    # A model server never calls the API; the router watches its EndpointSlices.
+    assert server["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in router["spec"]["template"]["spec"]
+    router_container = router["spec"]["template"]["spec"]["containers"][0]
+    assert router_container["securityContext"]["runAsUser"] == 1001
+
+
 def test_autoscaled_stable_leaves_replicas_to_the_hpa() -> None:
     isvc = _isvc(status={"stable": _stable()}, server={"minReplicas": 2, "maxReplicas": 5},
                  model={"name": MODEL, "version": 1})  # fmt: skip

@@ -263,10 +263,16 @@ def test_single_worker_job() -> None:
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["affinity"] == {"nodeAffinity": {}}
     assert pod["serviceAccountName"] == "trainer"
-    assert pod["volumes"] == [{"name": "data", "emptyDir": {}}]
+    assert pod["volumes"] == [
+        {"name": "mlcycle-tmp", "emptyDir": {}},
+        {"name": "data", "emptyDir": {}},
+    ]
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
     assert pod["priorityClassName"] == "batch"
-    assert pod["securityContext"] == {"runAsNonRoot": True}
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     [container] = pod["containers"]
     assert container["name"] == "trainer"
     assert container["image"] == "example/train:1"
@@ -276,7 +282,16 @@ def test_single_worker_job() -> None:
         "requests": {"cpu": "500m"},
         "limits": {"nvidia.com/gpu": 1},
     }
-    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert container["volumeMounts"] == [
+        {"name": "mlcycle-tmp", "mountPath": "/tmp"},
+        {"name": "data", "mountPath": "/data"},
+    ]
+    # The image is the user's: its root filesystem stays writable.
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": False,
+    }
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     env = _env(job)
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.mlcycle:5000"
@@ -286,6 +301,39 @@ def test_single_worker_job() -> None:
     assert env["MLCYCLE_TRAININGJOB"]["value"] == "train"
     assert "MASTER_ADDR" not in env
     assert desired_headless_service(tj, "train") is None
+
+
+def test_the_training_pod_passes_the_restricted_standard_and_the_user_may_relax_it() -> None:
+    pod = desired_job(_training(), RUN)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert "runAsUser" not in pod["securityContext"]
+    [container] = pod["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+    relaxed = _training(
+        podTemplate={
+            "securityContext": {"runAsNonRoot": False, "fsGroup": 1000},
+            "containerSecurityContext": {"capabilities": {"add": ["SYS_PTRACE"]}},
+            "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
+            "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory"}}],
+        }
+    )
+    pod = desired_job(relaxed, RUN)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": False,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroup": 1000,
+    }
+    [container] = pod["containers"]
+    assert container["securityContext"]["capabilities"] == {"add": ["SYS_PTRACE"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # The user's own /tmp replaces ours.
+    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"medium": "Memory"}}]
+    assert container["volumeMounts"] == [{"name": "scratch", "mountPath": "/tmp"}]
 
 
 def test_backoff_limit_of_one_worker_comes_from_the_spec() -> None:

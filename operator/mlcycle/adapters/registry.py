@@ -9,9 +9,10 @@ whose request succeeded, or a lost status write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlcycle.adapters.errors import NotFoundError
+from mlcycle.adapters.errors import NotFoundError, UnavailableError
 from mlcycle.adapters.tracking import (
     _NOT_FOUND_CODES,
     DATASET_VERSION_TAG,
@@ -232,7 +233,7 @@ class MlflowRegistry:
         """The `signature` of the version's MLmodel file, when the model has one."""
         with _mapped("get model download location"):
             location = self._client.get_model_version_download_uri(name, version)
-        with tempfile.TemporaryDirectory() as scratch:
+        with _scratch_directory() as scratch:
             try:
                 path = mlflow.artifacts.download_artifacts(
                     artifact_uri=f"{location.rstrip('/')}/MLmodel",
@@ -295,6 +296,21 @@ class MlflowRegistry:
             )
         models = sorted(found, key=lambda model: (model.creation_timestamp or 0, model.model_id))
         return str(models[0].model_id) if models else None
+
+
+@contextlib.contextmanager
+def _scratch_directory() -> Iterator[str]:
+    """A temporary directory under TMPDIR (/tmp): the operator's only writable place when
+    its root filesystem is read-only. A /tmp that is missing, full or read-only is the
+    operator's configuration, reported like an unreachable service rather than raised."""
+    try:
+        scratch = tempfile.TemporaryDirectory()
+    except OSError as error:
+        raise UnavailableError(
+            "scratch space", f"cannot create a directory under {tempfile.gettempdir()}: {error}"
+        ) from None
+    with scratch as path:
+        yield path
 
 
 def _text(value: Any) -> str | None:

@@ -366,6 +366,10 @@ class LocalStack:
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--authorization-mode=RBAC",
+                # On top of the default plugins (PodSecurity among them), the one OpenShift
+                # and hardened clusters add: setting an ownerReference that blocks the
+                # owner's deletion needs `update` on the owner's `finalizers` subresource.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 "--allow-privileged=true",
                 # The `kubernetes` Service's Endpoints would carry 127.0.0.1, which
                 # Endpoints validation rejects; pods reach the apiserver through the

@@ -70,9 +70,25 @@ def register_modelversion(registry: kopf.OperatorRegistry) -> None:
         except ValidationError:
             return
 
-    # Not optional: kopf puts its finalizer on every ModelVersion, so the deletion policy
-    # runs before the object goes.
-    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="mv-delete")
+    def acts_in_mlflow(spec: Mapping[str, Any], **_: Any) -> bool:
+        return spec.get("deletionPolicy", "Retain") != "Retain" or bool(spec.get("aliases"))
+
+    def nothing_in_mlflow(spec: Mapping[str, Any], **kwargs: Any) -> bool:
+        return not acts_in_mlflow(spec, **kwargs)
+
+    # The finalizer guards MLflow: a deletion policy to apply (Archive, Delete) or alias
+    # claims to give up. A retained version without aliases needs none, so its handler is
+    # optional.
+    @kopf.on.delete(
+        GROUP,
+        VERSION,
+        plural,
+        registry=registry,
+        id="mv-forget",
+        when=nothing_in_mlflow,
+        optional=True,
+    )
+    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="mv-delete", when=acts_in_mlflow)
     async def on_delete(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
         try:
             mv = ModelVersion.from_body(body)

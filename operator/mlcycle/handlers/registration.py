@@ -11,6 +11,7 @@ import kopf
 from mlcycle.adapters.kube import kube_configuration
 from mlcycle.adapters.metrics import OperatorMetrics
 from mlcycle.api.v1alpha1 import (
+    FINALIZER,
     GROUP,
     KINDS,
     VERSION,
@@ -54,7 +55,7 @@ def configure_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     # Events are posted deliberately, on transitions; handler log lines stay logs.
     settings.posting.level = logging.CRITICAL
     settings.peering.name = config.peering_name
-    settings.persistence.finalizer = "mlcycle.dev/finalizer"
+    settings.persistence.finalizer = FINALIZER
     return settings
 
 

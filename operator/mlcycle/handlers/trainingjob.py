@@ -145,10 +145,31 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
             except ValidationError:
                 return
 
-    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="train-delete")
+    def run_may_be_open(status: Mapping[str, Any], **_: Any) -> bool:
+        return status.get("phase") not in TERMINAL_PHASES and bool(status.get("mlflowRunId"))
+
+    def run_closed(status: Mapping[str, Any], **kwargs: Any) -> bool:
+        return not run_may_be_open(status, **kwargs)
+
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
         try:
             tj = TrainingJob.from_body(body)
         except ValidationError:
             return
         await kill_run_on_delete(tj, _deps(memo))
+
+    # The finalizer guards one thing: a RUNNING MLflow run closed KILLED. A training whose
+    # run is finished (or not yet made) has nothing to clean up, so its handler is
+    # optional and asks for no finalizer.
+    kopf.on.delete(
+        GROUP, VERSION, plural, registry=registry, id="train-delete", when=run_may_be_open
+    )(on_delete)
+    kopf.on.delete(
+        GROUP,
+        VERSION,
+        plural,
+        registry=registry,
+        id="train-forget",
+        when=run_closed,
+        optional=True,
+    )(on_delete)

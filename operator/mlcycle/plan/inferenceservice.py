@@ -765,9 +765,12 @@ _NAMESPACE_ENV: Final = {
 def _with_overlay(
     pod: dict[str, Any], container: dict[str, Any], template: WorkloadTemplate
 ) -> dict[str, Any]:
-    """The user's env, resources and pod overlay laid over a container and its pod."""
+    """The user's env, resources and pod overlay laid over a container and its pod.
+
+    Model servers and routers run mlcycle's own program, which writes only to /tmp: the
+    root filesystem is read-only."""
     container["env"] = merged_env(container["env"], template)
-    return with_workload(pod, container, template)
+    return with_workload(pod, container, template, read_only_root=True)
 
 
 def server_deployment(
@@ -818,7 +821,10 @@ def server_deployment(
             "failureThreshold": 6,
         },
     }
-    pod = _with_overlay({"containers": [container]}, container, server)
+    # A model server never calls the Kubernetes API: no token to steal from it.
+    pod = _with_overlay(
+        {"automountServiceAccountToken": False, "containers": [container]}, container, server
+    )
     spec: dict[str, Any] = {
         "selector": {"matchLabels": version_selector(isvc, version)},
         "template": {"metadata": {"labels": labels}, "spec": pod},

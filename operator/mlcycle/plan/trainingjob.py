@@ -337,7 +337,9 @@ def _pod_spec(tj: TrainingJob, run: RunBinding, name: str) -> dict[str, Any]:
     }
     if tj.spec.workers > 1:
         pod["subdomain"] = name
-    return with_workload(pod, container, tj.spec)
+    # The image is the user's: whether its program writes outside /tmp is unknown, so the
+    # root filesystem stays writable unless the overlay says otherwise.
+    return with_workload(pod, container, tj.spec, read_only_root=False)
 
 
 def pod_failure_policy(tj: TrainingJob) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """What a `WorkloadTemplate` (TrainingJob, model servers, routers) adds to the pods mlcycle
-creates: the user's env over ours, resources, and the pod overlay.
+creates: the user's env over ours, resources, the pod overlay, and the secure defaults it
+lays over.
 
 Pure: manifests are camelCase dicts for server-side apply.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from mlcycle.api.v1alpha1.common import ApiModel, WorkloadTemplate
+from mlcycle.api.v1alpha1.common import ApiModel, PodTemplateOverlay, WorkloadTemplate
 
 # MLflow's own names: its client reads them in the pod, whatever the training script does.
 MLFLOW_CREDENTIAL_KEYS: Final = (
@@ -53,10 +54,52 @@ def mlflow_env(tracking_uri: str, credentials_secret: str | None) -> list[dict[s
     return env
 
 
+# Where the writable scratch space is mounted when the root filesystem is read-only.
+TMP_VOLUME: Final = "mlcycle-tmp"
+TMP_PATH: Final = "/tmp"
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    """The pod half of the "restricted" Pod Security Standard. No `runAsUser`: an image
+    with a numeric non-root USER runs as that user, one that runs as root is refused by
+    the kubelet instead of being silently given an identity its files do not expect."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_container_security(*, read_only_root: bool) -> dict[str, Any]:
+    """The container half of the "restricted" Pod Security Standard."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": read_only_root,
+    }
+
+
 def with_workload(
-    pod: dict[str, Any], container: dict[str, Any], template: WorkloadTemplate
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    template: WorkloadTemplate,
+    *,
+    read_only_root: bool,
 ) -> dict[str, Any]:
-    """`template`'s resources and volume mounts on `container`, its overlay on `pod`."""
+    """`template`'s resources and volume mounts on `container`, its overlay on `pod`, both
+    over mlcycle's secure defaults: every pod passes the "restricted" Pod Security Standard
+    (the default of hardened namespaces) unless the user's overlay says otherwise, and
+    `read_only_root` is for the images whose programs write only to `/tmp`."""
+    overlay = template.pod_template or PodTemplateOverlay()
+    pod["securityContext"] = {**restricted_pod_security(), **(overlay.security_context or {})}
+    container["securityContext"] = {
+        **restricted_container_security(read_only_root=read_only_root),
+        **(overlay.container_security_context or {}),
+    }
+    user_mounts = [dump(mount) for mount in overlay.volume_mounts]
+    ours: list[dict[str, Any]] = []
+    our_mounts: list[dict[str, Any]] = []
+    if not any(mount["mountPath"].rstrip("/") == TMP_PATH for mount in user_mounts):
+        ours.append({"name": TMP_VOLUME, "emptyDir": {}})
+        our_mounts.append({"name": TMP_VOLUME, "mountPath": TMP_PATH})
+    pod["volumes"] = ours + list(overlay.volumes)
+    container["volumeMounts"] = our_mounts + user_mounts
     resources = template.resources
     if resources is not None and (resources.requests or resources.limits):
         container["resources"] = {
@@ -64,11 +107,6 @@ def with_workload(
             for key, value in (("requests", resources.requests), ("limits", resources.limits))
             if value
         }
-    overlay = template.pod_template
-    if overlay is None:
-        return pod
-    if overlay.volume_mounts:
-        container["volumeMounts"] = [dump(mount) for mount in overlay.volume_mounts]
     if overlay.node_selector:
         pod["nodeSelector"] = dict(overlay.node_selector)
     if overlay.tolerations:
@@ -77,12 +115,8 @@ def with_workload(
         pod["affinity"] = overlay.affinity
     if overlay.service_account_name is not None:
         pod["serviceAccountName"] = overlay.service_account_name
-    if overlay.volumes:
-        pod["volumes"] = list(overlay.volumes)
     if overlay.image_pull_secrets:
         pod["imagePullSecrets"] = [dump(secret) for secret in overlay.image_pull_secrets]
     if overlay.priority_class_name is not None:
         pod["priorityClassName"] = overlay.priority_class_name
-    if overlay.security_context is not None:
-        pod["securityContext"] = overlay.security_context
     return pod

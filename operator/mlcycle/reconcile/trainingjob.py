@@ -137,18 +137,14 @@ async def _reconcile(
         refusals, retry_at = deps.job_refusals.get(str(tj.metadata.uid), (0, now))
         if refusals and now < retry_at:
             return TrainingOutcome([], retry_after=(retry_at - now).total_seconds())
-        desired = plan.desired_job(tj, binding, attempt=plan.attempt_of(job_name, tj))
-        service = plan.desired_headless_service(tj, desired["metadata"]["name"])
         try:
-            if service is not None:
-                await asyncio.to_thread(deps.cluster.apply, service)
-            job = await asyncio.to_thread(deps.cluster.apply, desired)
+            job = await _apply_attempt(tj, binding, plan.attempt_of(job_name, tj), deps)
         except InvalidError as error:
             # A quota, a LimitRange, an admission webhook: a person must act; retried
             # with backoff meanwhile, as the cause may go away (a quota freed).
             return await _job_refused(tj, status, deps, error, now)
         deps.job_refusals.pop(str(tj.metadata.uid), None)
-        job_name = desired["metadata"]["name"]
+        job_name = job["metadata"]["name"]
     elif bool((job.get("spec") or {}).get("suspend")) != plan.job_suspended(tj, job):
         # suspend is the one mutable field: hand it to the Job (Kueue does the same).
         desired = plan.desired_job(tj, binding, attempt=plan.attempt_of(job_name, tj))
@@ -159,8 +155,8 @@ async def _reconcile(
     restart = plan.gang_restart(tj, job, pods)
     if restart is not None and restart.restart:
         await asyncio.to_thread(deps.cluster.delete, "batch/v1", "Job", namespace, job_name)
-        next_job = plan.desired_job(tj, binding, attempt=restart.next_attempt)
-        await asyncio.to_thread(deps.cluster.apply, next_job)
+        await asyncio.to_thread(deps.cluster.delete, "v1", "Service", namespace, job_name)
+        next_job = await _apply_attempt(tj, binding, restart.next_attempt, deps)
         job_name = next_job["metadata"]["name"]
         observation = plan.observe_training(tj, None, [], now)
 
@@ -193,6 +189,20 @@ async def _reconcile(
         now=now,
     )
     return await _write(tj, deps, new_status)
+
+
+async def _apply_attempt(
+    tj: TrainingJob, binding: plan.RunBinding, attempt: int, deps: TrainingDeps
+) -> dict[str, Any]:
+    """Creates one attempt's children, the same for the first attempt and a gang restart:
+    the headless Service first, as the ranks resolve MASTER_ADDR through it from the
+    moment they start."""
+    job = plan.desired_job(tj, binding, attempt=attempt)
+    service = plan.desired_headless_service(tj, job["metadata"]["name"])
+    if service is not None:
+        await asyncio.to_thread(deps.cluster.apply, service)
+    applied: dict[str, Any] = await asyncio.to_thread(deps.cluster.apply, job)
+    return applied
 
 
 async def _tracking_failed(

@@ -23,9 +23,14 @@ from mlcycle.api.v1alpha1.trainingjob import TrainingJob, TrainingJobSpec, Train
 
 KINDS: tuple[type[CustomResource], ...] = (TrainingJob, ModelVersion, InferenceService)
 
+FINALIZER = f"{GROUP}/finalizer"
+"""The operator's finalizer: only `mlcycle remove-finalizers` removes it without the
+operator, once the operator is gone (see the README, "Uninstalling")."""
+
 __all__ = [
     "API_VERSION",
     "CATEGORY",
+    "FINALIZER",
     "GROUP",
     "KINDS",
     "VERSION",

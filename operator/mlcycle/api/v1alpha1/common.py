@@ -450,7 +450,15 @@ class PodTemplateOverlay(ApiModel):
     )
     priority_class_name: ObjectName | None = None
     security_context: KubeObject | None = None
-    """A core/v1 PodSecurityContext, passed to the pod unchanged."""
+    """A core/v1 PodSecurityContext laid over mlcycle's, key by key. mlcycle's passes the
+    "restricted" Pod Security Standard: `runAsNonRoot: true` (no `runAsUser`: the image's
+    numeric non-root USER is kept) and `seccompProfile: RuntimeDefault`."""
+    container_security_context: KubeObject | None = None
+    """A core/v1 SecurityContext laid over mlcycle's container one, key by key. mlcycle's
+    passes the "restricted" Pod Security Standard: `allowPrivilegeEscalation: false` and
+    `capabilities.drop: [ALL]`; model servers and routers also run with
+    `readOnlyRootFilesystem: true` and a writable `/tmp`. Set
+    `readOnlyRootFilesystem: false` here for an image that writes elsewhere."""
 
 
 class WorkloadTemplate(ApiModel):

@@ -1,0 +1,115 @@
+"""Deleting never hangs: after the operator is gone, the documented step releases its
+objects and a namespace holding all three kinds deletes completely."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlcycle.api.v1alpha1 import FINALIZER
+from mlcycle.dev.iris_versions import register_iris_versions
+from tests.harness import Kubectl, eventually, operator_in_thread
+
+pytestmark = pytest.mark.integration
+
+
+def _object(kubectl: Kubectl, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(
+        kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
+    )
+    return found
+
+
+def _finalized(kubectl: Kubectl, namespace: str, kind: str, name: str) -> bool:
+    return FINALIZER in (
+        _object(kubectl, namespace, kind, name)["metadata"].get("finalizers") or []
+    )
+
+
+def _phase(kubectl: Kubectl, namespace: str, kind: str, name: str) -> str | None:
+    phase: str | None = (_object(kubectl, namespace, kind, name).get("status") or {}).get("phase")
+    return phase
+
+
+def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalled(
+    stack: Any, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    model = f"iris-uninstall-{uuid.uuid4().hex[:6]}"
+    register_iris_versions(stack.env()["MLFLOW_TRACKING_URI"], model, tmp_path)
+    training = {"apiVersion": "mlcycle.dev/v1alpha1", "kind": "TrainingJob"}
+    documents = [
+        {
+            **training,
+            "metadata": {"name": "long"},
+            "spec": {"image": "t:1", "command": ["python", "-c", "import time; time.sleep(600)"]},
+        },
+        {
+            **training,
+            "metadata": {"name": "short"},
+            "spec": {"image": "t:1", "command": ["python", "-c", "pass"]},
+        },
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "ModelVersion",
+            "metadata": {"name": "adopted"},
+            "spec": {"modelName": model, "source": {"version": 2}, "aliases": ["champion"]},
+        },
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "served"},
+            "spec": {"model": {"name": model, "version": 1}},
+        },
+    ]
+    with operator_in_thread([namespace]):
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump_all(documents))
+        eventually(
+            "the long training Running",
+            lambda: _phase(kubectl, namespace, "tj", "long") == "Running",
+            timeout=90,
+        )
+        eventually(
+            "the adopted version Ready",
+            lambda: _phase(kubectl, namespace, "mv", "adopted") == "Ready",
+            timeout=90,
+        )
+        eventually(
+            "the InferenceService's model server Deployment",
+            lambda: json.loads(kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout)[
+                "items"
+            ],
+            timeout=90,
+        )
+        # A finished training has no MLflow run left to close: nothing holds its deletion.
+        eventually(
+            "the short training finished and released",
+            lambda: (
+                _phase(kubectl, namespace, "tj", "short") == "Succeeded"
+                and not _finalized(kubectl, namespace, "tj", "short")
+            ),
+            timeout=90,
+        )
+        for kind, name in (("tj", "long"), ("mv", "adopted"), ("inferenceservice", "served")):
+            assert _finalized(kubectl, namespace, kind, name), (kind, name)
+
+    # The operator is gone (helm uninstall); the documented step releases its objects.
+    released = subprocess.run(
+        [str(Path(sys.executable).with_name("mlcycle")), "remove-finalizers", "-n", namespace],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for line in ("TrainingJob", "ModelVersion", "InferenceService"):
+        assert f"released {line} {namespace}/" in released, released
+    kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
+    assert kubectl("get", "namespace", namespace, check=False).returncode != 0
