@@ -9,6 +9,10 @@ real processes, MLflow and S3):
   meet it once the operator has decided. Target: within 2 s.
 - `decision_after_threshold_s`: from the end of the interval in which the failing check
   reached `failureThreshold` to the decision; target: within one interval.
+- `decision_to_stable_mlflow_down_s`: `decision_to_stable_s` again (the bad version retried
+  with `mlcycle.dev/retry`) with the MLflow server stopped once the candidate is live:
+  traffic must not wait for the registry (goal under 1 s). `registry_written_after_mlflow_back_s`:
+  from MLflow answering again to the pending write-back leaving the status.
 
 Requests go to the router pod's address, as in the integration tests; every instant is wall
 clock time in this process or in the operator's status (same machine, same clock).
@@ -168,6 +172,7 @@ def _measure(stack: LocalStack, workdir: Path) -> dict[str, Any]:
         record_3 = rolled["history"][-1]
         decided_at = _timestamp(record_3["endTime"])
         time.sleep(5)
+        outage = _rollback_with_mlflow_down(stack, load, len(rolled["history"]))
     finally:
         load.stop.set()
         thread.join(timeout=15)
@@ -191,4 +196,55 @@ def _measure(stack: LocalStack, workdir: Path) -> dict[str, Any]:
             round(decided_at - interval_end, 3) if interval_end is not None else None
         ),
         "interval_s": INTERVAL_S,
+        **outage,
     }
+
+
+def _rollback_with_mlflow_down(stack: LocalStack, load: _Load, records: int) -> dict[str, Any]:
+    """The bad version once more, MLflow stopped while it is live: the decision to 100 %
+    stable, then the write-back once MLflow is back."""
+    stack.kubectl("annotate", "mlisvc", NAME, "-n", NAMESPACE, "mlcycle.dev/retry=outage")
+    _wait(
+        stack,
+        "version 3 live again",
+        lambda s: (
+            (s.get("canary") or {}).get("version") == "3"
+            and bool((s.get("canary") or {}).get("stepStartedAt"))
+        ),
+    )
+    stack.stop_mlflow()
+    try:
+        stopped_at = time.time()
+        rolled = _wait(
+            stack,
+            "version 3 rolled back with MLflow down",
+            lambda s: s.get("phase") == "RolledBack" and len(s.get("history") or []) > records,
+        )
+        decided_at = _timestamp(rolled["history"][-1]["endTime"])
+        pending = len(rolled.get("pendingRegistryWrites") or [])
+        time.sleep(5)
+    finally:
+        stack.start_mlflow()
+    back_at = time.time()
+    _wait(stack, "write-back landed", lambda s: not s.get("pendingRegistryWrites"))
+    written_at = time.time()
+    bad = [
+        at
+        for at, version, code in load.answers
+        if at >= stopped_at and (version == "3" or code != 200)
+    ]
+    after = [a for a in load.answers if decided_at + 1 < a[0] < decided_at + 5]
+    return {
+        "decision_to_stable_mlflow_down_s": round(
+            max(0.0, max(bad, default=decided_at) - decided_at), 3
+        ),
+        "pending_writes_at_rollback_mlflow_down": pending,
+        "requests_1s_to_5s_after_decision_mlflow_down_not_on_stable": sum(
+            1 for _, version, code in after if version != "2" or code != 200
+        ),
+        "registry_written_after_mlflow_back_s": round(written_at - back_at, 2),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import random
 import threading
 import time
@@ -21,12 +22,15 @@ import pytest
 import requests
 import yaml
 
-from mlcycle.dev.iris_versions import register_iris_versions
-from tests.harness import REPO_ROOT, Kubectl, eventually, operator_in_thread
+from mlcycle.dev.iris_versions import register_iris_versions, register_misbehaving_versions
+from tests.harness import REPO_ROOT, Kubectl, event_reasons, eventually, operator_in_thread
 
 pytestmark = pytest.mark.integration
 
 READY_TIMEOUT = 240  # two model servers load mlflow and sklearn on a busy 2-core machine
+# A pending registry write is retried with the shared backoff (at most 5 min between tries):
+# after a long outage (MLflow restarting on a busy machine) the next try can be minutes away.
+LANDING_TIMEOUT = 330
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,27 @@ def iris(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iris:
     name = f"iris-isvc-{uuid.uuid4().hex[:6]}"
     tracking_uri = stack.env()["MLFLOW_TRACKING_URI"]
     return Iris(name, register_iris_versions(tracking_uri, name, tmp_path_factory.mktemp("bad")))
+
+
+@pytest.fixture(scope="module")
+def misbehaving(
+    stack: Any, iris: Iris, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str]:
+    """Two more versions of the iris model: (slow: 0.3 s per request, strict: refuses the
+    clients' 4-feature rows with a 400)."""
+    tracking_uri = stack.env()["MLFLOW_TRACKING_URI"]
+    # An operator run in this process earlier set MLflow's client timeout and retries
+    # process-wide for its own calls (5 s, none); uploads get MLflow's defaults back.
+    saved = {key: os.environ.pop(key, None) for key in _MLFLOW_CLIENT_SETTINGS}
+    try:
+        return register_misbehaving_versions(
+            tracking_uri, iris.name, tmp_path_factory.mktemp("misbehaving")
+        )
+    finally:
+        os.environ.update({key: value for key, value in saved.items() if value is not None})
+
+
+_MLFLOW_CLIENT_SETTINGS = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
 
 
 def _manifest(stack: Any, name: str, model: dict[str, Any], **spec: Any) -> str:
@@ -321,6 +346,141 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
         assert "RolledBack" in reasons
 
 
+def _timestamp(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _canary_live(kubectl: Kubectl, namespace: str, name: str, version: str) -> dict[str, Any]:
+    """Waits for `version`'s first step to start (its pods ready, its weight applied)."""
+    canary: dict[str, Any] = eventually(
+        f"version {version} live",
+        lambda: (
+            (c := _status(kubectl, namespace, name).get("canary") or {}).get("version") == version
+            and c.get("stepStartedAt")
+            and c
+        ),
+        timeout=READY_TIMEOUT,
+        interval=0.2,
+    )
+    return canary
+
+
+@pytest.mark.timeout(1200)  # two MLflow outages and restarts, and the retries' backoff
+def test_rollback_and_promotion_move_traffic_while_mlflow_is_down(
+    stack: Any,
+    kubectl: Kubectl,
+    namespace: str,
+    iris: Iris,
+    load_threads: list[tuple[Load, threading.Thread]],
+) -> None:
+    """Traffic is the safety action: with MLflow down, a failing candidate goes to 0 % as
+    fast as with MLflow up, and a passing one is promoted; the tags and alias are kept in
+    status and land once MLflow is back, across an operator restart, once each."""
+    import mlflow
+
+    name = "outage"
+    alias = f"champ{uuid.uuid4().hex[:4]}"
+    manifest = _manifest(
+        stack,
+        name,
+        {"name": iris.name, "version": 1},
+        rollout={"steps": [50], "interval": "4s"},
+        analysis={"minRequests": 10, "successRateMin": 0.95, "failureThreshold": 1},
+        registry={"promoteAlias": alias},
+    )
+
+    def reasons() -> Counter[str]:
+        return event_reasons(kubectl, namespace, "InferenceService", name)
+
+    def pending() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = _status(kubectl, namespace, name).get(
+            "pendingRegistryWrites", []
+        )
+        return found
+
+    try:
+        with operator_in_thread([namespace]):
+            _apply_and_serve(kubectl, namespace, name, manifest)
+            url = eventually("router ready", lambda: _router_address(kubectl, namespace, name))
+            load = _start_load(load_threads, url, iris)
+            eventually("requests answered", lambda: load.split(0)["1"] > 20)
+
+            # Version 3 fails on half of its requests; MLflow goes down once it is live.
+            _set_version(kubectl, namespace, name, 3)
+            canary = _canary_live(kubectl, namespace, name, "3")
+            stack.stop_mlflow()
+            status = eventually(
+                "version 3 rolled back with MLflow down",
+                lambda: _phase_is(kubectl, namespace, name, "RolledBack"),
+                timeout=60,
+                interval=0.2,
+            )
+            decided = _timestamp(status["history"][-1]["endTime"])
+            # Same timing as with MLflow up: decided within a tick of the interval's end
+            # (the step may have restarted on a held interval before MLflow went down).
+            interval_end = _timestamp(canary["stepStartedAt"]) + 4
+            assert decided - interval_end <= 4 + 2, (decided, canary)
+            time.sleep(3)
+            bad = [at for at, version, code in load.since(decided) if version == "3" or code != 200]
+            assert max(bad, default=decided) - decided <= 2, bad
+            after = load.since(decided + 2)
+            assert len(after) > 10
+            assert {version for _, version, _ in after} == {"1"}
+            writes = pending()
+            assert [(w["version"], w["tags"]["rollout"]) for w in writes] == [("3", "failed")]
+            assert writes[0]["attempts"] >= 1
+            time.sleep(5)  # retries back off; no Event per retry
+            seen = reasons()
+            assert seen["RegistryWritePending"] == 1, seen
+            assert seen["RegistryWritten"] == 0, seen
+
+        # Another operator takes over while MLflow is still down; MLflow comes back.
+        with operator_in_thread([namespace]):
+            time.sleep(2)
+            assert len(pending()) == 1
+            stack.start_mlflow()
+            eventually("the write-back landed", lambda: not pending(), timeout=LANDING_TIMEOUT)
+            tags = _version_tags(iris.name, "3")
+            assert tags["rollout"] == "failed"
+            assert "success rate" in tags["rollout.reason"]
+            time.sleep(3)
+            seen = reasons()
+            assert (seen["RegistryWritePending"], seen["RegistryWritten"]) == (1, 1), seen
+
+            # Promotion: traffic first, the alias and tag after.
+            _set_version(kubectl, namespace, name, 2)
+            _canary_live(kubectl, namespace, name, "2")
+            stack.stop_mlflow()
+            status = eventually(
+                "version 2 promoted with MLflow down",
+                lambda: (
+                    (s := _phase_is(kubectl, namespace, name, "Ready"))
+                    and s["stable"]["version"] == "2"
+                    and s
+                ),
+                timeout=60,
+                interval=0.2,
+            )
+            promoted = _timestamp(status["history"][-1]["endTime"])
+            assert [(w["version"], w.get("alias")) for w in pending()] == [("2", alias)]
+            eventually(
+                "only version 2 answers",
+                lambda: (s := load.split(promoted + 2)) and set(s) == {"2"} and s["2"] > 10,
+                timeout=30,
+            )
+            stack.start_mlflow()
+            eventually("the alias write landed", lambda: not pending(), timeout=LANDING_TIMEOUT)
+            client = mlflow.MlflowClient()
+            assert client.get_registered_model(iris.name).aliases[alias] == "2"
+            assert _version_tags(iris.name, "2")["rollout"] == "promoted"
+            time.sleep(3)
+            seen = reasons()
+            assert (seen["RegistryWritePending"], seen["RegistryWritten"]) == (2, 2), seen
+            assert "RegistryWriteFailed" not in seen
+    finally:
+        stack.start_mlflow()
+
+
 def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
     stack: Any, kubectl: Kubectl, namespace: str, iris: Iris
 ) -> None:
@@ -367,7 +527,8 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
         )
         assert status["history"][-1]["outcome"] == "Aborted"
         assert status["rejected"]["version"] == "2"
-        eventually("abort annotation removed", lambda: "mlcycle.dev/abort" not in annotations())
+        # The annotations stay (the user owns them); each value acted once.
+        assert annotations()["mlcycle.dev/abort"] == "true"
 
         annotate("mlcycle.dev/retry")
         eventually(
@@ -375,7 +536,7 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
             lambda: (_status(kubectl, namespace, name).get("canary") or {}).get("version") == "2",
             timeout=30,
         )
-        eventually("retry annotation removed", lambda: "mlcycle.dev/retry" not in annotations())
+        assert annotations()["mlcycle.dev/retry"] == "true"
         paused = json.dumps({"spec": {"paused": True}})
         kubectl("patch", "inferenceservice", name, "-n", namespace, "--type=merge", "-p", paused)
         held_at = eventually(
@@ -397,7 +558,76 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
         )
         assert status["history"][-1]["outcome"] == "Promoted"
         assert status.get("rejected") is None
-        eventually("promote annotation removed", lambda: "mlcycle.dev/promote" not in annotations())
+        assert _status(kubectl, namespace, name)["handledAnnotations"] == {
+            key: "true" for key in ("mlcycle.dev/abort", "mlcycle.dev/retry", "mlcycle.dev/promote")
+        }
+
+
+def test_an_action_annotation_acts_once_per_value_and_stays(
+    stack: Any, kubectl: Kubectl, namespace: str, iris: Iris
+) -> None:
+    """GitOps owns the annotations: the operator never deletes them, so a tool that keeps
+    re-applying the same manifest (Argo CD self-heal) does not promote again; a new value
+    does."""
+    name = "gitops"
+    document = yaml.safe_load(
+        _manifest(
+            stack,
+            name,
+            {"name": iris.name, "version": 1},
+            rollout={"steps": [50], "interval": "2s"},
+            analysis={"minRequests": 5, "successRateMin": 0.9, "failureThreshold": 1},
+        )
+    )
+
+    def sync(version: int, promote: str | None) -> None:
+        """What Argo CD applies from Git: the whole manifest, annotations included."""
+        document["spec"]["model"]["version"] = version
+        if promote is not None:
+            document["metadata"]["annotations"] = {"mlcycle.dev/promote": promote}
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(document))
+
+    def held(version: str) -> dict[str, Any] | None:
+        canary = _status(kubectl, namespace, name).get("canary") or {}
+        analysis = canary.get("lastAnalysis") or {}
+        return canary if canary.get("version") == version and analysis.get("outcome") else None
+
+    def stable_is(version: str) -> dict[str, Any] | None:
+        status = _phase_is(kubectl, namespace, name, "Ready")
+        return status if status and status["stable"]["version"] == version else None
+
+    def promotions() -> int:
+        return event_reasons(kubectl, namespace, "InferenceService", name)["PromotionRequested"]
+
+    with operator_in_thread([namespace]):
+        _apply_and_serve(kubectl, namespace, name, yaml.safe_dump(document))
+        sync(2, None)
+        eventually("idle canary of version 2", lambda: held("2"), timeout=READY_TIMEOUT)
+        sync(2, "1")
+        eventually("promoted by annotation", lambda: stable_is("2"), timeout=READY_TIMEOUT)
+        annotations = _isvc(kubectl, namespace, name)["metadata"]["annotations"]
+        assert annotations["mlcycle.dev/promote"] == "1"
+        assert _status(kubectl, namespace, name)["handledAnnotations"] == {
+            "mlcycle.dev/promote": "1"
+        }
+        assert promotions() == 1
+
+        # Git moves back to version 1 with the same annotation, re-applied on every sync.
+        sync(1, "1")
+        eventually("canary of version 1 analysed", lambda: held("1"), timeout=READY_TIMEOUT)
+        for _ in range(3):
+            sync(1, "1")
+            time.sleep(1.5)
+        status = _status(kubectl, namespace, name)
+        assert (status["canary"]["version"], status["stable"]["version"]) == ("1", "2")
+        assert promotions() == 1
+
+        # A new value is a new request.
+        sync(1, "2")
+        eventually("promoted by the new value", lambda: stable_is("1"), timeout=READY_TIMEOUT)
+        assert promotions() == 2
+        annotations = _isvc(kubectl, namespace, name)["metadata"]["annotations"]
+        assert annotations["mlcycle.dev/promote"] == "2"
 
 
 def test_alias_is_followed_and_an_unapproved_version_is_not_deployed_by_either_path(
@@ -1012,3 +1242,99 @@ def test_a_promotion_leaves_an_alias_a_modelversion_owns(
         ]
         assert autoscaler["scaleTargetRef"]["name"] == f"{name}-v2"
         assert (autoscaler["minReplicas"], autoscaler["maxReplicas"]) == (1, 2)
+
+
+def _rolled_back_on(
+    stack: Any,
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    iris: Iris,
+    version: str,
+    load_threads: list[tuple[Load, threading.Thread]],
+    **analysis: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Serves version 1 under load, rolls to `version` with `analysis`; returns the status
+    once rolled back and every analysis seen on the candidate meanwhile."""
+    manifest = _manifest(
+        stack,
+        name,
+        {"name": iris.name, "version": 1},
+        rollout={"steps": [50], "interval": "4s"},
+        analysis={"minRequests": 10, **analysis},
+    )
+    analyses: list[dict[str, Any]] = []
+
+    def rolled_back() -> dict[str, Any] | None:
+        status = _status(kubectl, namespace, name)
+        last = (status.get("canary") or {}).get("lastAnalysis")
+        if last and last not in analyses:
+            analyses.append(last)
+        return status if status.get("phase") == "RolledBack" else None
+
+    with operator_in_thread([namespace]):
+        _apply_and_serve(kubectl, namespace, name, manifest)
+        url = eventually("router ready", lambda: _router_address(kubectl, namespace, name))
+        load = _start_load(load_threads, url, iris)
+        eventually("requests answered", lambda: load.split(0)["1"] > 20)
+        kubectl(
+            "patch", "inferenceservice", name, "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"model": {"version": int(version)}}}),
+        )  # fmt: skip
+        status = eventually(
+            f"version {version} rolled back",
+            rolled_back,
+            timeout=READY_TIMEOUT,
+            interval=0.3,
+        )
+        time.sleep(2)
+        after = load.since(time.time() - 1)
+        assert after, "no requests after the rollback"
+        assert {version for _, version, _ in after} == {"1"}
+    return status, analyses
+
+
+def test_a_latency_regression_rolls_back(
+    stack: Any,
+    kubectl: Kubectl,
+    namespace: str,
+    iris: Iris,
+    misbehaving: tuple[str, str],
+    load_threads: list[tuple[Load, threading.Thread]],
+) -> None:
+    """A candidate that answers every request, 0.3 s late: the p99 check rolls it back."""
+    slow, _strict = misbehaving
+    status, _analyses = _rolled_back_on(
+        stack, kubectl, namespace, "slow", iris, slow, load_threads,
+        successRateMin=0.95, latencyP99MaxMs=150, failureThreshold=1,
+    )  # fmt: skip
+    assert status["rejected"]["version"] == slow
+    assert "latency p99" in status["rejected"]["reason"]
+    assert "above latencyP99MaxMs 150" in status["rejected"]["reason"]
+    assert status["history"][-1]["outcome"] == "RolledBack"
+
+
+def test_a_candidate_refusing_what_the_stable_answers_rolls_back(
+    stack: Any,
+    kubectl: Kubectl,
+    namespace: str,
+    iris: Iris,
+    misbehaving: tuple[str, str],
+    load_threads: list[tuple[Load, threading.Thread]],
+) -> None:
+    """A broken input schema: every request 400 on the candidate, 200 on the stable. Only
+    5xx are server errors, but 4xx beyond the stable's rate fail the success rate; both
+    rates show in the analysis."""
+    _slow, strict = misbehaving
+    status, analyses = _rolled_back_on(
+        stack, kubectl, namespace, "strict", iris, strict, load_threads,
+        successRateMin=0.95, failureThreshold=2,
+    )  # fmt: skip
+    assert status["rejected"]["version"] == strict
+    assert "success rate 0.000 below successRateMin 0.950" in status["rejected"]["reason"]
+    assert "4xx rate 1.000, stable's 0.000" in status["rejected"]["reason"]
+    failed = [a for a in analyses if a["outcome"] == "Failed"]
+    assert failed, analyses
+    assert failed[0]["clientErrorRate"] == 1.0
+    assert failed[0]["stableClientErrorRate"] == 0.0
+    assert failed[0]["successRate"] == 0.0

@@ -171,3 +171,37 @@ def test_drift_between_the_versions_predictions() -> None:
     unknown = IntervalFigures(requests=100, errors=0)
     assert analyse(analysis, unknown, mode="live", now=T0).drift is None
     assert analyse(analysis, unknown, mode="live", now=T0).outcome == "Passed"
+
+
+@pytest.mark.parametrize(
+    ("figures", "outcome", "rates"),
+    [
+        # Every request refused (a broken input schema) where the stable answers: failed.
+        (IntervalFigures(requests=100, errors=0, client_errors=100, stable_requests=100),
+         "Failed", (1.0, 0.0)),
+        # The clients send bad requests to both versions alike: not the candidate's fault.
+        (IntervalFigures(requests=100, errors=0, client_errors=10, stable_requests=100,
+                         stable_client_errors=10), "Passed", (0.1, 0.1)),
+        # Without the stable's figure only 5xx count.
+        (IntervalFigures(requests=100, errors=0, client_errors=100), "Passed", (1.0, None)),
+    ],
+)  # fmt: skip
+def test_client_errors_count_only_beyond_the_stables_rate(
+    figures: IntervalFigures, outcome: str, rates: tuple[float, float | None]
+) -> None:
+    result = analyse(STRICT, figures, mode="live", now=T0)
+    assert result.outcome == outcome
+    assert (result.client_error_rate, result.stable_client_error_rate) == rates
+    if outcome == "Failed":
+        assert result.message is not None
+        assert "4xx rate 1.000, stable's 0.000" in result.message
+
+
+def test_client_errors_are_deltas_too() -> None:
+    baseline = CounterSample(requests=10, client_errors=2, stable_requests=50)
+    current = CounterSample(
+        requests=110, client_errors=52, stable_requests=150, stable_client_errors=0
+    )
+    figures = interval_figures(baseline, current)
+    assert (figures.client_errors, figures.stable_requests) == (50, 100)
+    assert figures.success_rate == pytest.approx(0.5)

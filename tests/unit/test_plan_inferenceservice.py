@@ -3,6 +3,7 @@ maths, model resolution from a ModelVersion, router mode's children, and status.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -242,7 +243,7 @@ def test_failure_threshold_rolls_back_and_the_version_stays_rejected() -> None:
     )
     plan = plan_rollout(retried, _observed(), _at(300))
     assert plan.canary is not None
-    assert plan.clear_annotations == [RETRY_ANNOTATION]
+    assert plan.handled_annotations == {RETRY_ANNOTATION: "1"}
 
 
 def test_annotations_promote_and_abort_at_once() -> None:
@@ -252,14 +253,93 @@ def test_annotations_promote_and_abort_at_once() -> None:
     plan = plan_rollout(promote, _observed(), _at(1))
     assert plan.stable is not None
     assert plan.stable.version == "2"
-    assert plan.clear_annotations == [PROMOTE_ANNOTATION]
+    assert plan.handled_annotations == {PROMOTE_ANNOTATION: "true"}
     abort = _isvc(status={"stable": _stable(), "canary": running},
                   annotations={ABORT_ANNOTATION: "true"})  # fmt: skip
     plan = plan_rollout(abort, _observed(), _at(1))
     assert plan.canary is None
     assert plan.history[-1].outcome == "Aborted"
     assert plan.rejected is not None
-    assert plan.clear_annotations == [ABORT_ANNOTATION]
+    assert plan.handled_annotations == {ABORT_ANNOTATION: "true"}
+
+
+def test_an_annotation_acts_once_per_value_and_is_never_removed() -> None:
+    """GitOps re-applies the same annotation: the handled value in status keeps it from
+    acting twice; a new value acts again; a removed one is forgotten."""
+    running = _canary(weight=10, stepStartedAt=T0.isoformat())
+    promote = _isvc(status={"stable": _stable(), "canary": running},
+                    annotations={PROMOTE_ANNOTATION: "1"})  # fmt: skip
+    promoted = _step(promote, _observed(), 1)
+    assert promoted.status is not None
+    assert promoted.status.handled_annotations == {PROMOTE_ANNOTATION: "1"}
+    assert promoted.metadata.annotations == {PROMOTE_ANNOTATION: "1"}
+    # A new candidate while the same value is still there: not promoted.
+    candidate = TrackStatus.model_validate(
+        _canary("3", weight=10, stepStartedAt=_at(2).isoformat())
+    )
+    again = promoted.model_copy(
+        update={"status": promoted.status.model_copy(update={"canary": candidate})}
+    )
+    both_ready = _observed("3", ready={"2": 1, "3": 1})
+
+    def annotated(annotations: dict[str, str]) -> InferenceService:
+        metadata = again.metadata.model_copy(update={"annotations": annotations})
+        return again.model_copy(update={"metadata": metadata})
+
+    plan = plan_rollout(again, both_ready, _at(3))
+    assert plan.canary is not None
+    assert plan.stable is not None
+    assert plan.stable.version == "2"
+    assert reasons.PROMOTION_REQUESTED not in [e.reason for e in plan.events]
+    # A new value is a new request.
+    plan = plan_rollout(annotated({PROMOTE_ANNOTATION: "2"}), both_ready, _at(3))
+    assert plan.stable is not None
+    assert plan.stable.version == "3"
+    assert plan.handled_annotations == {PROMOTE_ANNOTATION: "2"}
+    # Removed: forgotten, so setting it again (same value or not) acts.
+    assert plan_rollout(annotated({}), both_ready, _at(3)).handled_annotations == {}
+
+
+def test_an_mlflow_outage_does_not_hold_a_failing_candidate() -> None:
+    """The version cannot be looked up, but the candidate in flight is still analysed and
+    rolled back; the tags wait in status for MLflow."""
+    failing = _canary(weight=10, stepStartedAt=T0.isoformat(), failedChecks=1,
+                      baseline={"requests": 0})  # fmt: skip
+    isvc = _isvc(status={"stable": _stable(), "canary": failing, "modelName": MODEL})
+    outage = Observed(
+        target=None,
+        blocked=Blocked(reasons.MLFLOW_UNAVAILABLE, "connection refused"),
+        ready_replicas={"1": 1, "2": 1},
+        router_ready=1,
+        canary_sample=_sample(100, errors=30),
+    )
+    plan = plan_rollout(isvc, outage, _at(60))
+    assert plan.canary is None
+    assert plan.phase == "RolledBack"
+    assert router_config(isvc, plan).weights == {"stable": 100}
+    assert [(w.model_name, w.version, w.tags["rollout"]) for w in plan.pending_writes] == [
+        (MODEL, "2", "failed")
+    ]
+    written = status_plan(isvc, outage, plan, _at(60))
+    assert written.status["pendingRegistryWrites"][0]["version"] == "2"
+    # The next passes, MLflow still down: still RolledBack, the write still owed.
+    rolled = _step(isvc, outage, 60)
+    later = plan_rollout(rolled, outage, _at(61))
+    assert (later.phase, later.canary) == ("RolledBack", None)
+    assert [w.version for w in later.pending_writes] == ["2"]
+    # Another kind of block (an alias being moved) still holds the step.
+    moved = dataclasses.replace(outage, blocked=Blocked(reasons.ALIAS_NOT_FOUND, "gone"))
+    assert plan_rollout(isvc, moved, _at(60)).canary == isvc.status.canary  # type: ignore[union-attr]
+
+
+def test_pending_writes_queue_after_the_ones_already_owed() -> None:
+    owed = {"modelName": MODEL, "version": "5", "tags": {"rollout": "failed"},
+            "decidedAt": T0.isoformat(), "attempts": 3}  # fmt: skip
+    failing = _canary(weight=10, stepStartedAt=T0.isoformat(), failedChecks=1,
+                      baseline={"requests": 0})  # fmt: skip
+    isvc = _isvc(status={"stable": _stable(), "canary": failing, "pendingRegistryWrites": [owed]})
+    plan = plan_rollout(isvc, _observed(sample=_sample(100, errors=30)), _at(60))
+    assert [(w.version, w.attempts) for w in plan.pending_writes] == [("5", 3), ("2", 0)]
 
 
 def test_paused_holds_the_step() -> None:
@@ -591,11 +671,8 @@ def test_status_conditions_and_a_patch_that_clears_what_is_gone() -> None:
     assert conditions["TrafficAvailable"] == ("True", reasons.SERVING)
     assert conditions["Progressing"][0] == "False"
     assert conditions["RolledBack"] == ("False", reasons.NO_ROLLBACK)
-    # A pass that changes nothing writes nothing.
+    # A pass that changes nothing writes nothing (the annotation stays, handled).
     settled = _step(isvc, observed, 1)
-    settled = settled.model_copy(
-        update={"metadata": settled.metadata.model_copy(update={"annotations": {}})}
-    )
     again = status_plan(settled, observed, plan_rollout(settled, observed, _at(5)), _at(5))
     assert not again.changed
 

@@ -32,15 +32,17 @@ def test_candidate_counters_are_summed_over_routers_for_its_version_only() -> No
     first = _router_exposition(
         [("canary", "2", 200, 0.01), ("canary", "2", 503, 0.2), ("stable", "1", 200, 0.01)]
     )
-    second = _router_exposition([("canary", "2", 200, 0.02), ("canary", "3", 200, 0.02)])
+    second = _router_exposition(
+        [("canary", "2", 200, 0.02), ("canary", "3", 200, 0.02), ("canary", "2", 400, 0.001)]
+    )
     sample = backend_sample([first, second], "iris", "canary", "2")
-    assert (sample.requests, sample.errors) == (3, 1)
-    assert sample.latency_buckets["+Inf"] == 3
-    assert sample.latency_buckets["0.01"] == 1
+    assert (sample.requests, sample.errors, sample.client_errors) == (4, 1, 1)
+    assert sample.latency_buckets["+Inf"] == 4
+    assert sample.latency_buckets["0.01"] == 2
     assert (sample.shadow_requests, sample.shadow_failures) == (4, 2)
     assert (sample.shadow_comparisons, sample.shadow_agreements) == (2, 2)
     figures = interval_figures(None, sample)
-    assert figures.success_rate == pytest.approx(2 / 3)
+    assert figures.success_rate == pytest.approx(3 / 4)  # a 4xx alone is not a failure
     assert figures.latency_quantile(0.5) is not None
 
 
@@ -72,7 +74,7 @@ def test_a_versions_requests_are_summed_over_its_model_servers() -> None:
     second = exposition("2", [("v2", 200, 0.004), ("v2", 400, 0.004)])
     other = exposition("1", [("v2", 500, 0.004)])
     sample = server_sample([first, second, other], "iris", "2")
-    assert (sample.requests, sample.errors) == (4, 1)  # a 400 is the client's fault
+    assert (sample.requests, sample.errors, sample.client_errors) == (4, 1, 1)
     figures = interval_figures(None, sample)
     assert figures.success_rate == 0.75
     p99 = figures.latency_quantile(0.99)

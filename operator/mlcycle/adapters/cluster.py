@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
@@ -117,26 +117,6 @@ class ClusterClient:
             )
         except (ApiException, DynamicNotFoundError) as error:
             if getattr(error, "status", None) not in (404, 409):
-                raise
-
-    def remove_annotations(
-        self, api_version: str, kind: str, namespace: str, name: str, keys: Sequence[str]
-    ) -> None:
-        """Merge-patch the annotations away (one-shot requests the operator has acted on)."""
-        resource = self._resource(api_version, kind)
-        body: dict[str, Any] = {"metadata": {"annotations": dict.fromkeys(keys)}}
-        try:
-            self._call(
-                f"patch {kind} {namespace}/{name} annotations",
-                lambda: resource.patch(
-                    body=body,
-                    name=name,
-                    namespace=namespace,
-                    content_type="application/merge-patch+json",
-                ),
-            )
-        except (ApiException, DynamicNotFoundError) as error:
-            if getattr(error, "status", None) != 404:
                 raise
 
     def patch_status(

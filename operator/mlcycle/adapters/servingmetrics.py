@@ -48,7 +48,8 @@ def backend_sample(texts: Iterable[str], service: str, backend: str, version: st
     candidate in the same backend slot starts from zero); mirrored requests are counted by
     backend, as the router labels them.
     """
-    requests = errors = shadow_requests = shadow_failures = comparisons = agreements = 0.0
+    requests = errors = client_errors = 0.0
+    shadow_requests = shadow_failures = comparisons = agreements = 0.0
     buckets: dict[str, float] = {}
     for sample in _samples(texts):
         labels = sample.labels
@@ -58,8 +59,8 @@ def backend_sample(texts: Iterable[str], service: str, backend: str, version: st
         versioned = labels.get("version") == version
         if name == "mlcycle_router_requests_total" and versioned:
             requests += value
-            if labels.get("code", "").startswith("5"):
-                errors += value
+            errors += value if labels.get("code", "").startswith("5") else 0.0
+            client_errors += value if labels.get("code", "").startswith("4") else 0.0
         elif name == "mlcycle_router_request_duration_seconds_bucket" and versioned:
             le = labels["le"]
             buckets[le] = buckets.get(le, 0.0) + value
@@ -74,6 +75,7 @@ def backend_sample(texts: Iterable[str], service: str, backend: str, version: st
     return CounterSample(
         requests=requests,
         errors=errors,
+        client_errors=client_errors,
         latency_buckets=buckets,
         shadow_requests=shadow_requests,
         shadow_failures=shadow_failures,
@@ -100,7 +102,7 @@ def predicted_classes(texts: Iterable[str], model: str, version: str) -> dict[st
 def server_sample(texts: Iterable[str], model: str, version: str) -> CounterSample:
     """One version's requests and latency, summed over its model servers' expositions
     (both protocols: a client may use either)."""
-    requests = errors = 0.0
+    requests = errors = client_errors = 0.0
     buckets: dict[str, float] = {}
     for sample in _samples(texts):
         labels = sample.labels
@@ -108,11 +110,13 @@ def server_sample(texts: Iterable[str], model: str, version: str) -> CounterSamp
             continue
         if sample.name == "mlcycle_model_requests_total":
             requests += sample.value
-            if labels.get("code", "").startswith("5"):
-                errors += sample.value
+            errors += sample.value if labels.get("code", "").startswith("5") else 0.0
+            client_errors += sample.value if labels.get("code", "").startswith("4") else 0.0
         elif sample.name == "mlcycle_model_request_duration_seconds_bucket":
             buckets[labels["le"]] = buckets.get(labels["le"], 0.0) + sample.value
-    return CounterSample(requests=requests, errors=errors, latency_buckets=buckets)
+    return CounterSample(
+        requests=requests, errors=errors, client_errors=client_errors, latency_buckets=buckets
+    )
 
 
 def _scrape_all(addresses: Sequence[str], missing: str) -> list[str]:

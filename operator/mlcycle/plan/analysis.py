@@ -38,6 +38,9 @@ class IntervalFigures:
     requests: float
     errors: float
     latency_buckets: dict[str, float] = field(default_factory=dict)
+    client_errors: float = 0
+    stable_requests: float = 0
+    stable_client_errors: float = 0
     shadow_requests: float = 0
     shadow_failures: float = 0
     shadow_comparisons: float = 0
@@ -50,8 +53,31 @@ class IntervalFigures:
         return prediction_drift(self.candidate_predictions, self.stable_predictions)
 
     @property
+    def client_error_rate(self) -> float | None:
+        return None if self.requests <= 0 else self.client_errors / self.requests
+
+    @property
+    def stable_client_error_rate(self) -> float | None:
+        if self.stable_requests <= 0:
+            return None
+        return self.stable_client_errors / self.stable_requests
+
+    @property
+    def excess_client_errors(self) -> float:
+        """The candidate's 4xx beyond the stable's rate: requests the stable answered and
+        the candidate refused (a broken input schema). A client's own bad requests get a
+        4xx from both and count against neither; without a stable figure, none count."""
+        stable_rate = self.stable_client_error_rate
+        if stable_rate is None:
+            return 0.0
+        return max(0.0, self.client_errors - self.requests * stable_rate)
+
+    @property
     def success_rate(self) -> float | None:
-        return None if self.requests <= 0 else (self.requests - self.errors) / self.requests
+        """Server errors fail a request; so do the excess client errors."""
+        if self.requests <= 0:
+            return None
+        return (self.requests - self.errors - self.excess_client_errors) / self.requests
 
     @property
     def shadow_success_rate(self) -> float | None:
@@ -87,6 +113,9 @@ def interval_figures(baseline: CounterSample | None, current: CounterSample) -> 
         requests=delta(current.requests, before.requests),
         errors=delta(current.errors, before.errors),
         latency_buckets=buckets,
+        client_errors=delta(current.client_errors, before.client_errors),
+        stable_requests=delta(current.stable_requests, before.stable_requests),
+        stable_client_errors=delta(current.stable_client_errors, before.stable_client_errors),
         shadow_requests=delta(current.shadow_requests, before.shadow_requests),
         shadow_failures=delta(current.shadow_failures, before.shadow_failures),
         shadow_comparisons=delta(current.shadow_comparisons, before.shadow_comparisons),
@@ -159,12 +188,18 @@ def analyse(
     p99_ms = None if p99_seconds is None else round(p99_seconds * 1000, 3)
     agreement = figures.shadow_agreement
     drift = figures.drift if analysis.drift_max is not None else None
+    client_rate = None if shadow else figures.client_error_rate
+    stable_client_rate = None if shadow else figures.stable_client_error_rate
     found_queries = {name: value for name, value in (queries or {}).items() if value is not None}
     result = AnalysisResult(
         time=now,
         outcome="Passed",
         requests=int(requests),
         success_rate=None if success_rate is None else round(success_rate, 4),
+        client_error_rate=None if client_rate is None else round(client_rate, 4),
+        stable_client_error_rate=None
+        if stable_client_rate is None
+        else round(stable_client_rate, 4),
         latency_p99_ms=p99_ms,
         shadow_agreement=None if agreement is None else round(agreement, 4),
         drift=None if drift is None else round(drift, 4),
@@ -180,6 +215,9 @@ def analyse(
             }
         )
     failure = _first_failure(analysis, success_rate, p99_ms, agreement, shadow)
+    if failure is not None and failure.startswith("success rate") and client_rate:
+        stable_text = "unknown" if stable_client_rate is None else _ratio(stable_client_rate)
+        failure += f" (4xx rate {_ratio(client_rate)}, stable's {stable_text})"
     drift_max = analysis.drift_max
     if failure is None and drift is not None and drift_max is not None and drift > drift_max:
         failure = f"prediction drift {drift:.3f} above driftMax {analysis.drift_max:g}"

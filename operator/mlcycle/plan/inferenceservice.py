@@ -23,10 +23,12 @@ failed check and restarts the interval, and `failureThreshold` failed checks rol
   (100%) and removes the old version; the registry gets `promoteAlias` and
   `rollout=promoted`. Rollback sends 100% to stable at once, removes the candidate, tags
   it `rollout=failed` with the reason and records it in `status.rejected`: it is not tried
-  again until the spec's generation changes or `mlcycle.dev/retry` is set.
-- Annotations, each removed by the operator once acted on: `mlcycle.dev/promote` promotes
-  the candidate now, `mlcycle.dev/abort` rolls it back now, `mlcycle.dev/retry` forgets
-  the rejected version so it rolls out again. `spec.paused` holds the current step.
+  again until the spec's generation changes or `mlcycle.dev/retry` is set. Registry
+  writes follow traffic, never precede it (`plan.registry_writeback`).
+- Annotations act once per value (`status.handledAnnotations`) and stay where the user
+  (or Git) put them: `mlcycle.dev/promote` promotes the candidate now, `mlcycle.dev/abort`
+  rolls it back now, `mlcycle.dev/retry` forgets the rejected version so it rolls out
+  again. A new value acts again. `spec.paused` holds the current step.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from mlcycle.api.v1alpha1.inferenceservice import (
     InferenceService,
     InferenceServicePhase,
     InferenceServiceStatus,
+    PendingRegistryWrite,
     RejectedVersion,
     RolloutRecord,
     TrackStatus,
@@ -64,6 +67,7 @@ from mlcycle.plan.conditions import (
 )
 from mlcycle.plan.modelversion import is_approved, requires_approval
 from mlcycle.plan.ownership import controller_reference
+from mlcycle.plan.registry_writeback import queued
 from mlcycle.plan.serving_names import (
     COMPONENT_LABEL,
     MODEL_SERVER_COMPONENT,
@@ -212,16 +216,6 @@ class Observed:
 
 
 @dataclass(frozen=True)
-class RegistryWrite:
-    """A write-back to the registry, done before the status that records it."""
-
-    model_name: str
-    version: str
-    tags: dict[str, str]
-    alias: str | None = None
-
-
-@dataclass(frozen=True)
 class RolloutOutcome:
     """A finished rollout, for the operator's metrics."""
 
@@ -239,8 +233,12 @@ class RolloutPlan:
     history: list[RolloutRecord]
     phase: InferenceServicePhase
     events: list[EventIntent] = field(default_factory=list)
-    registry_writes: list[RegistryWrite] = field(default_factory=list)
-    clear_annotations: list[str] = field(default_factory=list)
+    registry_writes: list[PendingRegistryWrite] = field(default_factory=list)
+    """Write-backs decided in this pass."""
+    pending_writes: list[PendingRegistryWrite] = field(default_factory=list)
+    """Every write-back owed to the registry, oldest first (status's, then this pass's)."""
+    handled_annotations: dict[str, str] = field(default_factory=dict)
+    """Action annotations acted on, by key: the value each last acted with."""
     outcome: RolloutOutcome | None = None
     analysis: AnalysisResult | None = None
     """The analysis made in this pass, if one was due."""
@@ -348,6 +346,13 @@ class _Pass:
             phase="Progressing",
         )
         self.annotations = isvc.metadata.annotations
+        # A handled value is remembered while the annotation stays; once removed, setting
+        # it again (any value) is a new request.
+        self.plan.handled_annotations = {
+            key: value
+            for key, value in status.handled_annotations.items()
+            if key in self.annotations
+        }
         self.model_name = (
             observed.target.model_name if observed.target else (status.model_name or "")
         )
@@ -358,9 +363,13 @@ class _Pass:
         )
 
     def take_annotation(self, key: str) -> bool:
-        if key not in self.annotations:
+        """Whether `key` asks for its action now: present with a value not yet acted on.
+        The annotation is left in place (a GitOps tool would put it back and ask again);
+        its value is recorded as handled in the same status write as the action."""
+        value = self.annotations.get(key)
+        if value is None or self.plan.handled_annotations.get(key) == value:
             return False
-        self.plan.clear_annotations.append(key)
+        self.plan.handled_annotations[key] = value
         return True
 
     # -- transitions --
@@ -439,9 +448,23 @@ class _Pass:
             plan.phase = "Failed" if blocked.failed else "Progressing"
             return
         if plan.canary is not None:
-            # Keep the rollout where it is: the model may come back (an outage, an alias
-            # being moved); a person aborts it if not.
+            if blocked.reason == reasons.MLFLOW_UNAVAILABLE:
+                # An outage says nothing about the candidate in flight, and neither its
+                # analysis nor moving traffic needs MLflow: a failing candidate still rolls
+                # back at once; the registry write-back waits for MLflow.
+                self.advance(plan.canary)
+                return
+            # Keep the rollout where it is: the model may come back (an alias being moved,
+            # a ModelVersion re-registered); a person aborts it if not.
             plan.phase = "Progressing"
+            return
+        if blocked.reason == reasons.MLFLOW_UNAVAILABLE and plan.rejected is not None:
+            # The version last asked for was rolled back; an outage does not change that.
+            plan.phase = "RolledBack"
+            plan.progress = (
+                reasons.ROLLED_BACK,
+                f"version {plan.rejected.version} was rolled back ({plan.rejected.reason})",
+            )
             return
         self.settle()
 
@@ -640,11 +663,12 @@ class _Pass:
         registry = self.isvc.spec.registry
         if registry is not None and (registry.tag_outcome or registry.promote_alias):
             plan.registry_writes.append(
-                RegistryWrite(
-                    self.model_name,
-                    str(canary.version),
-                    {ROLLOUT_TAG: "promoted"} if registry.tag_outcome else {},
+                PendingRegistryWrite(
+                    model_name=self.model_name,
+                    version=str(canary.version),
+                    tags={ROLLOUT_TAG: "promoted"} if registry.tag_outcome else {},
                     alias=registry.promote_alias,
+                    decided_at=self.now,
                 )
             )
         alias = registry.promote_alias if registry is not None else None
@@ -673,7 +697,12 @@ class _Pass:
         registry = self.isvc.spec.registry
         if registry is None or registry.tag_outcome:
             plan.registry_writes.append(
-                RegistryWrite(self.model_name, str(canary.version), _failure_tags(reason))
+                PendingRegistryWrite(
+                    model_name=self.model_name,
+                    version=str(canary.version),
+                    tags=_failure_tags(reason),
+                    decided_at=self.now,
+                )
             )
         plan.canary = None
         stable = plan.stable.version if plan.stable else None
@@ -710,7 +739,10 @@ def _figures(result: AnalysisResult) -> str:
 
 def plan_rollout(isvc: InferenceService, observed: Observed, now: datetime.datetime) -> RolloutPlan:
     """One step of the state machine: same status and observation, same plan."""
-    return _Pass(isvc, observed, now).run()
+    plan = _Pass(isvc, observed, now).run()
+    before = (isvc.status or InferenceServiceStatus()).pending_registry_writes
+    plan.pending_writes = queued(before, plan.registry_writes)
+    return plan
 
 
 def analysis_due(isvc: InferenceService, now: datetime.datetime) -> bool:
@@ -1293,6 +1325,8 @@ def status_plan(
             "canary": canary,
             "history": plan.history,
             "rejected": rejected,
+            "pending_registry_writes": plan.pending_writes,
+            "handled_annotations": plan.handled_annotations,
         }
     )
     recorded = _compact(before)

@@ -1,6 +1,6 @@
 """InferenceService: resolve the version to serve, read the Deployments (from the
 watch-fed indexes) and, when an analysis is due, the routers' metrics; plan the rollout;
-write the registry; apply the children of the traffic mode; write status.
+apply the children of the traffic mode; write the registry; write status.
 
 Level-triggered: the object's own events and a short timer all call
 `reconcile_inferenceservice`; the rollout state it advances lives in status only.
@@ -32,10 +32,14 @@ from mlcycle.adapters.errors import (
 from mlcycle.adapters.metrics import RolloutMetrics
 from mlcycle.adapters.registry import MlflowRegistry
 from mlcycle.api.v1alpha1 import API_VERSION, InferenceService, ModelVersion
-from mlcycle.api.v1alpha1.inferenceservice import CounterSample, InferenceServiceStatus
+from mlcycle.api.v1alpha1.inferenceservice import (
+    CounterSample,
+    InferenceServiceStatus,
+    PendingRegistryWrite,
+)
 from mlcycle.plan import inferenceservice as plan
 from mlcycle.plan import modelversion as claims
-from mlcycle.plan import reasons
+from mlcycle.plan import reasons, registry_writeback
 from mlcycle.plan.backoff import backoff_seconds
 from mlcycle.plan.conditions import EventIntent
 from mlcycle.plan.serving_names import child_name
@@ -165,14 +169,6 @@ async def _reconcile(
     )
     rollout = plan.plan_rollout(isvc, observed, now)
     events = list(rollout.events)
-    # The registry first: a status write lost after it leaves the same decision to be
-    # made again, and the writes (an alias, tags) are the same again.
-    writes_failed, alias_conflicts = await _write_registry(isvc, deps, rollout.registry_writes)
-    if writes_failed is not None:
-        return InferenceServiceOutcome(
-            [EventIntent("Warning", reasons.REGISTRY_WRITE_FAILED, writes_failed)], retry_after=5
-        )
-    events.extend(alias_conflicts)
     model_name = target.model_name if target else (status.model_name or "")
     manifests = plan.server_children(
         isvc,
@@ -187,15 +183,16 @@ async def _reconcile(
     for kind, name in plan.stale_server_children(deployments, rollout):
         await asyncio.to_thread(deps.cluster.delete, _API_VERSIONS[kind], kind, namespace, name)
         deps.applied.pop((kind, namespace, name), None)
-    if rollout.clear_annotations:
-        await asyncio.to_thread(
-            deps.cluster.remove_annotations,
-            API_VERSION,
-            "InferenceService",
-            namespace,
-            str(isvc.metadata.name),
-            rollout.clear_annotations,
+    # Traffic first, the registry after: MLflow being down never holds a rollback. A pass
+    # lost before its status write decides the same again, and the writes (tags, an alias)
+    # are the same again; writes that cannot land now stay queued in the status.
+    if registry_writeback.due(rollout.pending_writes, now):
+        landed, error, alias_conflicts = await _write_registry(isvc, deps, rollout.pending_writes)
+        remaining, write_events = registry_writeback.after_attempt(
+            rollout.pending_writes, landed, error, now, random.random()
         )
+        rollout = dataclasses.replace(rollout, pending_writes=remaining)
+        events.extend([*alias_conflicts, *write_events])
     if refused is not None:
         observed = dataclasses.replace(observed, refused=refused)
     planned = plan.status_plan(isvc, observed, rollout, now)
@@ -309,27 +306,45 @@ async def _read_candidate(
     pods: Sequence[Mapping[str, Any]],
     status: InferenceServiceStatus,
 ) -> CounterSample | None:
-    """The candidate's cumulative counters: from the routers in router mode (they also
-    count mirrored requests and agreement), from the candidate's own model servers in the
-    other modes (whatever routed the requests, its servers answered them)."""
+    """The candidate's cumulative counters, with the stable's requests and 4xx beside them
+    (a candidate refusing what the stable answers fails). From the routers in router mode
+    (they also count mirrored requests and agreement), from each version's own model
+    servers in the other modes (whatever routed the requests, its servers answered them)."""
     version = str(status.canary.version if status.canary else None)
     try:
-        if isvc.spec.traffic.mode == "router":
-            return await asyncio.to_thread(
-                deps.read_router,
-                plan.router_pod_addresses(pods),
-                str(isvc.metadata.name),
-                "canary",
-                version,
-            )
-        return await asyncio.to_thread(
-            deps.read_server,
-            plan.server_pod_addresses(pods, version),
-            str(status.model_name),
-            version,
+        candidate = await asyncio.to_thread(
+            _read_track, isvc, deps, pods, status, "canary", version
         )
     except UnavailableError:
         return None  # the plan holds the step: no verdict without figures
+    stable_version = status.stable.version if status.stable else None
+    if stable_version is None:
+        return candidate
+    try:
+        stable = await asyncio.to_thread(
+            _read_track, isvc, deps, pods, status, "stable", stable_version
+        )
+    except UnavailableError:
+        return candidate  # no stable figure: only the candidate's 5xx count
+    return candidate.model_copy(
+        update={"stable_requests": stable.requests, "stable_client_errors": stable.client_errors}
+    )
+
+
+def _read_track(
+    isvc: InferenceService,
+    deps: InferenceServiceDeps,
+    pods: Sequence[Mapping[str, Any]],
+    status: InferenceServiceStatus,
+    track: plan.Track,
+    version: str,
+) -> CounterSample:
+    if isvc.spec.traffic.mode == "router":
+        addresses = plan.router_pod_addresses(pods)
+        return deps.read_router(addresses, str(isvc.metadata.name), track, version)
+    return deps.read_server(
+        plan.server_pod_addresses(pods, version), str(status.model_name), version
+    )
 
 
 async def _with_predictions(
@@ -383,16 +398,19 @@ async def _prometheus_checks(
 
 
 async def _write_registry(
-    isvc: InferenceService, deps: InferenceServiceDeps, writes: Sequence[plan.RegistryWrite]
-) -> tuple[str | None, list[EventIntent]]:
-    """The outcome written back to MLflow: a message when it could not be, and Events for
-    an alias left alone because another object owns it."""
+    isvc: InferenceService, deps: InferenceServiceDeps, writes: Sequence[PendingRegistryWrite]
+) -> tuple[int, str | None, list[EventIntent]]:
+    """The outcomes written back to MLflow in order: how many landed, why the next one
+    could not (None: all landed), and Events for an alias left alone because another
+    object owns it."""
     if not writes or deps.default_tracking_uri is None:
-        return None, []
+        return len(writes), None, []
     registry = deps.registry_for(deps.default_tracking_uri)
+    landed = 0
+    conflicts: list[EventIntent] = []
 
-    def write_all() -> list[EventIntent]:
-        conflicts = []
+    def write_all() -> None:
+        nonlocal landed
         for write in writes:
             for key, value in write.tags.items():
                 registry.set_version_tag(write.model_name, write.version, key, value)
@@ -401,22 +419,23 @@ async def _write_registry(
                     owner = _claim_alias(isvc, deps, registry, write.model_name, write.alias)
                     if owner is None:
                         registry.set_alias(write.model_name, write.alias, write.version)
-                        continue
-                conflicts.append(
-                    EventIntent(
-                        "Warning",
-                        reasons.ALIAS_CONFLICT,
-                        f"alias {write.alias} of {write.model_name} belongs to {owner.kind}"
-                        f" {owner.namespace}/{owner.name}: version {write.version} was"
-                        " promoted without it",
-                    )
-                )
-        return conflicts
+                    else:
+                        conflicts.append(
+                            EventIntent(
+                                "Warning",
+                                reasons.ALIAS_CONFLICT,
+                                f"alias {write.alias} of {write.model_name} belongs to"
+                                f" {owner.kind} {owner.namespace}/{owner.name}: version"
+                                f" {write.version} was promoted without it",
+                            )
+                        )
+            landed += 1
 
     try:
-        return None, await asyncio.to_thread(write_all)
+        await asyncio.to_thread(write_all)
     except AdapterError as error:
-        return f"rollout outcome not written to MLflow yet: {error.message}", []
+        return landed, error.message, conflicts
+    return landed, None, conflicts
 
 
 def _claim_alias(

@@ -289,6 +289,12 @@ class AnalysisResult(ApiModel):
     outcome: Literal["Passed", "Failed", "Held"]
     requests: int | None = None
     success_rate: float | None = None
+    """Share of the candidate's requests that succeeded: 5xx fail, and so do 4xx beyond
+    the stable's 4xx rate (requests the stable would have answered)."""
+    client_error_rate: float | None = None
+    """Share of the candidate's requests answered with a 4xx."""
+    stable_client_error_rate: float | None = None
+    """The stable's 4xx share over the same interval (None when it had no requests)."""
     latency_p99_ms: float | None = None
     shadow_agreement: float | None = None
     drift: float | None = None
@@ -306,6 +312,11 @@ class CounterSample(ApiModel):
     requests: float = 0
     errors: float = 0
     """Requests answered with a 5xx."""
+    client_errors: float = 0
+    """Requests answered with a 4xx."""
+    stable_requests: float = 0
+    """The stable's requests, to compare the candidate's 4xx rate with the stable's."""
+    stable_client_errors: float = 0
     latency_buckets: dict[str, float] = Field(default_factory=dict)
     """Cumulative histogram counts by upper bound (`le`), in seconds."""
     shadow_requests: float = 0
@@ -358,6 +369,25 @@ class RolloutRecord(ApiModel):
     end_time: datetime.datetime | None = None
 
 
+class PendingRegistryWrite(ApiModel):
+    """A rollout outcome already carried out on traffic whose write-back to the MLflow
+    registry (tags, alias) has not landed yet; retried with backoff until MLflow answers."""
+
+    model_name: str
+    version: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Version tags to set, such as `rollout=failed`."""
+    alias: str | None = None
+    """Alias to move to the version (`registry.promoteAlias`)."""
+    decided_at: datetime.datetime
+    """When the rollout decided the outcome (and moved traffic)."""
+    attempts: int = Field(0, ge=0)
+    """Failed attempts so far."""
+    next_attempt_at: datetime.datetime | None = None
+    """No attempt before this time (exponential backoff, jittered)."""
+    last_error: str | None = Field(None, max_length=1024)
+
+
 class InferenceServiceStatus(StatusBase):
     phase: InferenceServicePhase | None = None
     url: str | None = None
@@ -369,6 +399,15 @@ class InferenceServiceStatus(StatusBase):
     """The latest rollouts, oldest dropped first."""
     rejected: RejectedVersion | None = None
     """The version last rolled back; `mlcycle.dev/retry` or a spec change clears it."""
+    pending_registry_writes: Annotated[list[PendingRegistryWrite], Field(max_length=20)] = Field(
+        default_factory=list
+    )
+    """Registry write-backs decided but not yet landed in MLflow, oldest first: traffic
+    never waits for them; they are written in order once MLflow answers."""
+    handled_annotations: dict[str, str] = Field(default_factory=dict)
+    """The value of each action annotation (`mlcycle.dev/promote`, `abort`, `retry`)
+    already acted on: the annotation stays (GitOps owns it) and acts again only when its
+    value changes."""
 
 
 class InferenceService(CustomResource):
