@@ -98,6 +98,29 @@ def _phase_is(kubectl: Kubectl, namespace: str, name: str, phase: str) -> dict[s
     return status if status.get("phase") == phase else None
 
 
+def _serving(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    version: str,
+    what: str,
+    *,
+    timeout: float,
+    interval: float = 0.25,
+) -> dict[str, Any]:
+    """Waits for `version` to be the stable version of a Ready service; returns the status."""
+    return eventually(
+        what,
+        lambda: (
+            (s := _phase_is(kubectl, namespace, name, "Ready"))
+            and s["stable"]["version"] == version
+            and s
+        ),
+        timeout=timeout,
+        interval=interval,
+    )
+
+
 def _events(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
     listed = json.loads(
         kubectl(
@@ -451,13 +474,12 @@ def test_rollback_and_promotion_move_traffic_while_mlflow_is_down(
             _set_version(kubectl, namespace, name, 2)
             _canary_live(kubectl, namespace, name, "2")
             stack.stop_mlflow()
-            status = eventually(
+            status = _serving(
+                kubectl,
+                namespace,
+                name,
+                "2",
                 "version 2 promoted with MLflow down",
-                lambda: (
-                    (s := _phase_is(kubectl, namespace, name, "Ready"))
-                    and s["stable"]["version"] == "2"
-                    and s
-                ),
                 timeout=60,
                 interval=0.2,
             )
@@ -547,14 +569,8 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
             "lastAnalysis"
         )
         annotate("mlcycle.dev/promote")  # a person may still promote a paused rollout
-        status = eventually(
-            "promoted by annotation",
-            lambda: (
-                (s := _phase_is(kubectl, namespace, name, "Ready"))
-                and s["stable"]["version"] == "2"
-                and s
-            ),
-            timeout=READY_TIMEOUT,
+        status = _serving(
+            kubectl, namespace, name, "2", "promoted by annotation", timeout=READY_TIMEOUT
         )
         assert status["history"][-1]["outcome"] == "Promoted"
         assert status.get("rejected") is None
@@ -766,12 +782,12 @@ def test_each_retraining_moves_the_alias_and_the_service_rolls_it_out(
     )
 
     def promoted(version: str) -> None:
-        eventually(
+        _serving(
+            kubectl,
+            namespace,
+            name,
+            version,
             f"version {version} promoted",
-            lambda: (
-                (s := _phase_is(kubectl, namespace, name, "Ready"))
-                and s["stable"]["version"] == version
-            ),
             timeout=READY_TIMEOUT,
             interval=0.5,
         )
@@ -845,13 +861,12 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
 
         eventually("mirroring to version 2", mirroring, timeout=READY_TIMEOUT, interval=0.5)
         mirrored_from = time.time()
-        status = eventually(
+        status = _serving(
+            kubectl,
+            namespace,
+            name,
+            "2",
             "version 2 promoted after agreeing",
-            lambda: (
-                (s := _phase_is(kubectl, namespace, name, "Ready"))
-                and s["stable"]["version"] == "2"
-                and s
-            ),
             timeout=60,
             interval=0.5,
         )
@@ -886,14 +901,7 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
         assert set(load.split(start)) == {"2"}
         assert _status(kubectl, namespace, name)["phase"] == "Progressing"
         kubectl("annotate", "inferenceservice", name, "-n", namespace, "mlcycle.dev/promote=1")
-        eventually(
-            "A/B candidate promoted by annotation",
-            lambda: (
-                (s := _phase_is(kubectl, namespace, name, "Ready"))
-                and s["stable"]["version"] == "1"
-            ),
-            timeout=60,
-        )
+        _serving(kubectl, namespace, name, "1", "A/B candidate promoted by annotation", timeout=60)
 
 
 class ClientSideRouting:
@@ -1077,15 +1085,8 @@ def test_replicas_mode_splits_by_ready_pods_and_promotes(
         assert split["1"] + split["2"] >= 30, split
         assert abs(100 * split["2"] / (split["1"] + split["2"]) - 50) <= 20, split
 
-        status = eventually(
-            "version 2 promoted",
-            lambda: (
-                (s := _phase_is(kubectl, namespace, name, "Ready"))
-                and s["stable"]["version"] == "2"
-                and s
-            ),
-            timeout=READY_TIMEOUT,
-            interval=0.5,
+        status = _serving(
+            kubectl, namespace, name, "2", "version 2 promoted", timeout=READY_TIMEOUT, interval=0.5
         )
         assert status["stable"]["lastAnalysis"]["requests"] >= 10
         promoted_at = time.time()
@@ -1161,13 +1162,12 @@ def test_a_prometheus_check_rolls_back_and_passes_after_retry(
                 ),
             )
             kubectl("annotate", "inferenceservice", name, "-n", namespace, "mlcycle.dev/retry=1")
-            status = eventually(
+            status = _serving(
+                kubectl,
+                namespace,
+                name,
+                "2",
                 "promoted once the check passes",
-                lambda: (
-                    (s := _phase_is(kubectl, namespace, name, "Ready"))
-                    and s["stable"]["version"] == "2"
-                    and s
-                ),
                 timeout=READY_TIMEOUT,
                 interval=0.5,
             )
@@ -1216,14 +1216,8 @@ def test_a_promotion_leaves_an_alias_a_modelversion_owns(
             interval=1,
         )
         _set_version(kubectl, namespace, name, 2)
-        eventually(
-            "version 2 promoted",
-            lambda: (
-                (s := _phase_is(kubectl, namespace, name, "Ready"))
-                and s["stable"]["version"] == "2"
-            ),
-            timeout=READY_TIMEOUT,
-            interval=0.5,
+        _serving(
+            kubectl, namespace, name, "2", "version 2 promoted", timeout=READY_TIMEOUT, interval=0.5
         )
         eventually(
             "AliasConflict reported", lambda: "AliasConflict" in _events(kubectl, namespace, name)
