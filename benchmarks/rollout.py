@@ -172,15 +172,18 @@ def _measure(stack: LocalStack, workdir: Path) -> dict[str, Any]:
         record_3 = rolled["history"][-1]
         decided_at = _timestamp(record_3["endTime"])
         time.sleep(5)
+        # The outage case retries version 3: its answers from then on belong to that case.
+        outage_started = time.time()
         outage = _rollback_with_mlflow_down(stack, load, len(rolled["history"]))
     finally:
         load.stop.set()
         thread.join(timeout=15)
-    bad_answers = [at for at, version, code in load.answers if version == "3" or code != 200]
+    answers = [answer for answer in load.answers if answer[0] < outage_started]
+    bad_answers = [at for at, version, code in answers if version == "3" or code != 200]
     last_bad = max((at for at in bad_answers if at >= asked_bad), default=decided_at)
     # The interval whose analysis failed began at the last step start seen.
     interval_end = _timestamp(step_starts[-1]) + INTERVAL_S if step_starts else None
-    after = [a for a in load.answers if a[0] > decided_at + 2]
+    after = [a for a in answers if a[0] > decided_at + 2]
     return {
         "promotion_3_steps_10s_s": round(promoted_at - asked, 2),
         "promotion_from_rollout_start_s": round(
