@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -215,6 +216,34 @@ def test_registers_from_a_uri(
     [version] = _versions_of(mlflow_client, model, _uid(kubectl, namespace, "from-uri"))
     assert version.source == uri
     assert not version.run_id
+
+
+def test_an_unwritable_tmp_is_a_signature_condition_and_the_read_is_retried(
+    stack: LocalStack,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: RunningOperator,
+    mlflow_client: MlflowClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The operator's only writable place is /tmp (read-only root): one that is missing
+    # makes the MLmodel download fail with an OSError. Registration goes on; the failure
+    # is a condition with its cause, and the read succeeds once /tmp is back.
+    _run_id, model_id = _logged_run(stack, namespace)
+    uri = _s3_location(mlflow_client, model_id)
+    monkeypatch.setattr(tempfile, "tempdir", f"/nonexistent-{namespace}/tmp")
+    _apply(kubectl, namespace, "no-tmp", modelName=f"{namespace}-no-tmp", source={"uri": uri})
+    status = _phase(kubectl, namespace, "no-tmp", "Ready")
+    read = _condition(status, "SignatureRead")
+    assert (read["status"], read["reason"]) == ("False", "SignatureUnavailable"), read
+    assert "cannot create a directory" in read["message"], read
+    assert "signature" not in status
+    assert _event_reasons(kubectl, namespace, "no-tmp")["SignatureUnavailable"] == 1
+
+    monkeypatch.undo()
+    status = _condition_reason(kubectl, namespace, "no-tmp", "SignatureRead", "SignatureFound")
+    assert "float64" in status["signature"]["inputs"]
+    assert _event_reasons(kubectl, namespace, "no-tmp")["SignatureUnavailable"] == 1
 
 
 def test_adopts_an_existing_version_without_registering_another(

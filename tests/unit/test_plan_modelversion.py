@@ -37,6 +37,7 @@ from mlcycle.plan.modelversion import (
     release_all,
     resolve_run,
     run_ref,
+    signature_settled,
     status_plan,
     tag_updates,
     unavailable_progress,
@@ -725,3 +726,43 @@ def test_a_ready_object_is_compared_with_mlflow_at_the_drift_interval_only() -> 
     # A change (or the interval passing) is a full pass: it reads the object first.
     with pytest.raises(AssertionError, match="get called"):
         asyncio.run(reconcile_modelversion(ready, deps, T0, resync=False))
+
+
+def _parsed(status: dict[str, Any]) -> ModelVersionStatus:
+    return ModelVersionStatus.model_validate({k: v for k, v in status.items() if v is not None})
+
+
+def test_an_unreadable_signature_is_a_warning_condition_read_again_until_settled() -> None:
+    mv = _model_version()
+    failed = status_plan(
+        mv,
+        Progress(
+            phase="Ready",
+            version="1",
+            signature_read=(False, reasons.SIGNATURE_UNAVAILABLE, "scratch space: no /tmp"),
+        ),
+        T0,
+    )
+    read = find_condition(_parsed(failed.status).conditions, reasons.SIGNATURE_READ)
+    assert read is not None
+    assert (read.status, read.reason) == ("False", reasons.SIGNATURE_UNAVAILABLE)
+    [event] = [e for e in failed.events if e.reason == reasons.SIGNATURE_UNAVAILABLE]
+    assert event.type == "Warning"
+    assert not signature_settled(_parsed(failed.status))
+
+    # A pass that does not read again (settled, or MLflow unreachable) keeps the condition.
+    again = _model_version(status=failed.status)
+    kept = status_plan(again, Progress(phase="Ready", version="1"), T0)
+    assert not [e for e in kept.events if e.reason == reasons.SIGNATURE_UNAVAILABLE]
+
+    none = status_plan(
+        again,
+        Progress(
+            phase="Ready",
+            version="1",
+            signature_read=(True, reasons.NO_SIGNATURE, "the MLmodel declares no signature"),
+        ),
+        T0,
+    )
+    assert signature_settled(_parsed(none.status))
+    assert [e.type for e in none.events if e.reason == reasons.NO_SIGNATURE] == ["Normal"]

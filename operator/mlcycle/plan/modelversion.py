@@ -20,6 +20,9 @@ refused the registration). Conditions (`reasons` holds every type and reason):
 - `Approved` (only with `approval.required`): `Approved` or `AwaitingApproval`.
 - `AliasesSynced`: every declared alias points at this version (`AliasesSet`), or
   `AliasConflict` (another ModelVersion owns one) or `AwaitingApproval`.
+- `SignatureRead`: the MLmodel's signature is in status (`SignatureFound`), the model has
+  none (`NoSignature`), or it could not be read (`SignatureUnavailable`: the artifact store
+  refused, or the operator has no writable /tmp); registration never waits for it.
 - `Ready`: True once the phase is Ready.
 
 Alias ownership
@@ -608,6 +611,8 @@ class Progress:
     source_blocked: SourceBlocked | None = None
     version: str | None = None
     signature: ModelSignature | None = None
+    signature_read: tuple[bool, str, str] | None = None
+    """(status, reason, message) of the SignatureRead condition, when a read was tried."""
     aliases: AliasPlan | None = None
     events: list[EventIntent] = field(default_factory=list)
     retry_count: int | None = None
@@ -654,6 +659,12 @@ def _alias_condition(mv: ModelVersion, plan: AliasPlan) -> tuple[bool, str, str]
     return True, reasons.ALIASES_SET, f"aliases: {held}"
 
 
+def signature_settled(status: ModelVersionStatus) -> bool:
+    """Read once for good: found, or the model has none. A failed read is tried again."""
+    read = find_condition(status.conditions, reasons.SIGNATURE_READ)
+    return status.signature is not None or (read is not None and read.status == "True")
+
+
 def status_plan(mv: ModelVersion, progress: Progress, now: datetime.datetime) -> StatusPlan:
     """The status for what this reconcile established, Events for what changed."""
     before = mv.status or ModelVersionStatus()
@@ -685,6 +696,8 @@ def status_plan(mv: ModelVersion, progress: Progress, now: datetime.datetime) ->
             )
     if progress.aliases is not None:
         conditions.put(reasons.ALIASES_SYNCED, *_alias_condition(mv, progress.aliases))
+    if progress.signature_read is not None:
+        conditions.put(reasons.SIGNATURE_READ, *progress.signature_read)
     ready = progress.phase == "Ready"
     conditions.put(
         reasons.READY,
@@ -725,6 +738,7 @@ def status_plan(mv: ModelVersion, progress: Progress, now: datetime.datetime) ->
         reasons.REGISTERED,
         reasons.APPROVED,
         reasons.ALIASES_SYNCED,
+        reasons.SIGNATURE_READ,
     ):
         event = _transition_event(before, conditions, type_)
         if event is not None:

@@ -224,18 +224,7 @@ def _converge(
     description = mv.spec.description
     if description is not None and keep.description != description:
         registry.set_description(model_name, keep.version, description)
-    signature = None
-    if not was_ready and before.signature is None:
-        try:
-            found_signature = registry.signature(model_name, keep.version)
-        except AdapterError:
-            # The signature is informative: an artifact store the operator cannot read
-            # (no credentials for a URI source) must not hold the registration back.
-            found_signature = None
-        if found_signature is not None:
-            signature = ModelSignature(
-                inputs=found_signature.inputs, outputs=found_signature.outputs
-            )
+    signature, signature_read = _read_signature(registry, model_name, keep.version, before)
     aliases = _sync_aliases(mv, deps, registry, keep.version, before, now)
     return plan.Progress(
         phase="Ready",
@@ -247,8 +236,31 @@ def _converge(
         source=source,
         version=keep.version,
         signature=signature,
+        signature_read=signature_read,
         aliases=aliases,
         events=events,
+    )
+
+
+def _read_signature(
+    registry: MlflowRegistry, model_name: str, version: str, before: ModelVersionStatus
+) -> tuple[ModelSignature | None, tuple[bool, str, str] | None]:
+    """The signature and the SignatureRead condition; nothing when read for good before.
+
+    The signature is informative: an artifact store the operator cannot read (no
+    credentials for a URI source) or a /tmp it cannot write must not hold the registration
+    back, so a failure is a condition, not an error."""
+    if plan.signature_settled(before):
+        return None, None
+    try:
+        found = registry.signature(model_name, version)
+    except AdapterError as error:
+        return None, (False, reasons.SIGNATURE_UNAVAILABLE, error.message)
+    if found is None:
+        return None, (True, reasons.NO_SIGNATURE, "the MLmodel declares no signature")
+    return (
+        ModelSignature(inputs=found.inputs, outputs=found.outputs),
+        (True, reasons.SIGNATURE_FOUND, "status.signature holds the MLmodel's signature"),
     )
 
 
