@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import kopf
 
 from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.http import serve_probes_and_metrics
-from mlcycle.adapters.kube import IO_THREADS, ensure_peering_objects, new_api_client
+from mlcycle.adapters.kube import (
+    IO_THREADS,
+    ensure_peering_objects,
+    new_api_client,
+    read_peerings,
+)
 from mlcycle.adapters.metrics import OperatorMetrics
 from mlcycle.adapters.prometheus import PrometheusClient
 from mlcycle.adapters.registry import MlflowRegistry
@@ -22,6 +30,7 @@ from mlcycle.handlers.registration import OperatorContext, build_registry, confi
 from mlcycle.plan.inferenceservice import DEFAULT_IMAGE
 from mlcycle.reconcile.inferenceservice import InferenceServiceDeps
 from mlcycle.reconcile.modelversion import ModelVersionDeps
+from mlcycle.reconcile.standby import StandbyGate
 from mlcycle.reconcile.trainingjob import TrainingDeps
 
 
@@ -68,9 +77,19 @@ async def run_operator(
         metrics=metrics.registration,
         drift_check_seconds=config.drift_check_seconds,
     )
+    identity = _identity()
     context = OperatorContext(
         config=config,
         metrics=metrics,
+        standby=StandbyGate(
+            None
+            if config.standalone
+            else functools.partial(
+                read_peerings, new_api_client(), config.peering_name, config.namespaces
+            ),
+            identity,
+            config.priority,
+        ),
         training=TrainingDeps(
             cluster=cluster,
             tracking_for=tracking_for,
@@ -113,6 +132,7 @@ async def run_operator(
             standalone=config.standalone,
             priority=config.priority,
             peering_name=config.peering_name,
+            identity=cast(Any, identity),
             stop_flag=stop_flag,
             ready_flag=kopf_ready,
         )
@@ -124,6 +144,12 @@ async def run_operator(
 def _cluster_client() -> ClusterClient:
     # Discovery happens here, once, rather than on the first reconcile.
     return ClusterClient(new_api_client())
+
+
+def _identity() -> str:
+    # Chosen here rather than by kopf: the standby gate must know which peer is this one.
+    pod = os.environ.get("POD_ID") or os.environ.get("HOSTNAME") or "mlcycle"
+    return f"{pod}-{uuid.uuid4().hex[:8]}"
 
 
 def _ensure_peering(config: OperatorConfig) -> None:

@@ -76,7 +76,17 @@ def release(stack: LocalStack, namespace: str, tmp_path: Path) -> Iterator[str]:
         "180s",
     )
     yield name
-    _helm(stack, "uninstall", name, "-n", namespace, "--wait", "--timeout", "120s")
+    _helm(
+        stack,
+        "uninstall",
+        name,
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "120s",
+        "--ignore-not-found",
+    )
 
 
 def _reconcile_count(pod_ip: str) -> float:
@@ -133,7 +143,7 @@ def test_two_replicas_from_the_chart_reconcile_with_one_leader(
         counts = [_reconcile_count(ip) for ip in pod_ips]
         return counts if any(counts) else None
 
-    # The resync timer may write the first status before the create handler returns and
+    # The resync may write the first status before the create handler returns and
     # is counted, so the count is awaited rather than read once.
     counts = eventually("the leader to count its TrainingJob reconcile", counted, timeout=30)
     assert sorted(c > 0 for c in counts) == [False, True], f"reconciles per replica: {counts}"
@@ -348,3 +358,57 @@ def test_the_charts_operator_creates_children_under_owner_reference_enforcement(
         timeout=90,
     )
     assert len(deployments) == 2
+
+
+def _finalizers(kubectl: Kubectl, namespace: str, kind: str, name: str) -> list[str]:
+    found: list[str] = (
+        json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)[
+            "metadata"
+        ].get("finalizers")
+        or []
+    )
+    return found
+
+
+def test_helm_uninstall_releases_what_the_operator_still_guarded(
+    stack: LocalStack, kubectl: Kubectl, namespace: str, release: str, tmp_path: Path
+) -> None:
+    from mlcycle.api.v1alpha1 import FINALIZER
+
+    model = f"iris-uninstall-{namespace}"
+    register_iris_versions(stack.env()["MLFLOW_TRACKING_URI"], model, tmp_path)
+    documents = [
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "running"},
+            "spec": {
+                "image": "example/train:1",
+                "command": ["python", "-c", "import time; time.sleep(600)"],
+            },
+        },
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "ModelVersion",
+            "metadata": {"name": "aliased"},
+            "spec": {"modelName": model, "source": {"version": 1}, "aliases": ["champion"]},
+        },
+    ]
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump_all(documents))
+    # While the operator runs, its finalizer guards the RUNNING run and the alias claim.
+    guarded = (("tj", "running"), ("mv", "aliased"))
+    eventually(
+        "the operator's finalizer on the running training and the aliased version",
+        lambda: all(FINALIZER in _finalizers(kubectl, namespace, k, n) for k, n in guarded),
+        timeout=90,
+    )
+
+    _helm(stack, "uninstall", release, "-n", namespace, "--wait", "--timeout", "180s")
+
+    # The post-delete Job released both, and went away itself once it had succeeded.
+    for kind, name in guarded:
+        assert FINALIZER not in _finalizers(kubectl, namespace, kind, name), (kind, name)
+    jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
+    assert not [j for j in jobs if j["metadata"]["name"].endswith("release-finalizers")]
+    kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
+    assert kubectl("get", "namespace", namespace, check=False).returncode != 0

@@ -64,6 +64,12 @@ def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalle
         },
         {
             "apiVersion": "mlcycle.dev/v1alpha1",
+            "kind": "ModelVersion",
+            "metadata": {"name": "retained"},
+            "spec": {"modelName": model, "source": {"version": 1}},
+        },
+        {
+            "apiVersion": "mlcycle.dev/v1alpha1",
             "kind": "InferenceService",
             "metadata": {"name": "served"},
             "spec": {"model": {"name": model, "version": 1}},
@@ -77,8 +83,11 @@ def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalle
             timeout=90,
         )
         eventually(
-            "the adopted version Ready",
-            lambda: _phase(kubectl, namespace, "mv", "adopted") == "Ready",
+            "both versions Ready",
+            lambda: all(
+                _phase(kubectl, namespace, "mv", name) == "Ready"
+                for name in ("adopted", "retained")
+            ),
             timeout=90,
         )
         eventually(
@@ -97,8 +106,13 @@ def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalle
             ),
             timeout=90,
         )
-        for kind, name in (("tj", "long"), ("mv", "adopted"), ("inferenceservice", "served")):
+        # A finalizer only where it guards cleanup: a RUNNING run to close, an alias to
+        # give up. A retained version without aliases and a served model have none, while
+        # the operator runs and ticks them.
+        for kind, name in (("tj", "long"), ("mv", "adopted")):
             assert _finalized(kubectl, namespace, kind, name), (kind, name)
+        for kind, name in (("mv", "retained"), ("inferenceservice", "served")):
+            assert not _finalized(kubectl, namespace, kind, name), (kind, name)
 
     # The operator is gone (helm uninstall); the documented step releases its objects.
     released = subprocess.run(
@@ -109,7 +123,9 @@ def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalle
         timeout=60,
         check=True,
     ).stdout
-    for line in ("TrainingJob", "ModelVersion", "InferenceService"):
-        assert f"released {line} {namespace}/" in released, released
+    assert f"released TrainingJob {namespace}/long" in released, released
+    assert f"released ModelVersion {namespace}/adopted" in released, released
+    assert "InferenceService" not in released, released
+    assert "retained" not in released, released
     kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
     assert kubectl("get", "namespace", namespace, check=False).returncode != 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -86,3 +87,45 @@ def _create_unless_exists(create: Callable[[], object]) -> None:
     except ApiException as error:
         if error.status != 409:  # already there: another replica or the Helm chart made it
             raise
+
+
+def read_peerings(
+    api: client.ApiClient, peering_name: str, namespaces: Iterable[str]
+) -> list[dict[str, Any]] | None:
+    """The `status` of each peering object replicas meet in (one entry per peer), or None
+    while one is missing: kopf keeps a named peering mandatory and stays paused then."""
+    custom = client.CustomObjectsApi(api)
+    namespace_list = list(namespaces)
+    reads: list[Callable[[], Any]] = (
+        [
+            functools.partial(
+                custom.get_namespaced_custom_object,
+                PEERING_GROUP,
+                PEERING_VERSION,
+                namespace,
+                "kopfpeerings",
+                peering_name,
+            )
+            for namespace in namespace_list
+        ]
+        if namespace_list
+        else [
+            functools.partial(
+                custom.get_cluster_custom_object,
+                PEERING_GROUP,
+                PEERING_VERSION,
+                "clusterkopfpeerings",
+                peering_name,
+            )
+        ]
+    )
+    statuses: list[dict[str, Any]] = []
+    for read in reads:
+        try:
+            found = read()
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        statuses.append(dict(found.get("status") or {}))
+    return statuses

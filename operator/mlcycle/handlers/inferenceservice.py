@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from mlcycle.api.v1alpha1 import GROUP, VERSION, InferenceService, ModelVersion
 from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.handlers.resync import Resync
 from mlcycle.plan.serving_names import INFERENCESERVICE_UID_LABEL
 from mlcycle.reconcile.inferenceservice import (
     InferenceServiceDeps,
@@ -31,6 +32,7 @@ DEPLOYMENTS_INDEX = "inferenceservice_deployments"
 PODS_INDEX = "inferenceservice_pods"
 MODEL_VERSIONS_INDEX = "inferenceservice_modelversions"
 TRACKED_VERSIONS_INDEX = "inferenceservice_tracked_versions"
+SERVICES_INDEX = "inferenceservices_by_uid"
 
 _ONE_OF_OURS = {INFERENCESERVICE_UID_LABEL: kopf.PRESENT}
 
@@ -94,6 +96,13 @@ async def _reconcile_body(
 
 def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
     plural = InferenceService.plural()
+    # Annotations (promote, abort, retry) do not reach update handlers (kopf diffs the
+    # spec); the tick picks them up within TICK_SECONDS.
+    ticks = Resync("InferenceService", TICK_SECONDS)
+
+    @kopf.index(GROUP, VERSION, plural, registry=registry, id=SERVICES_INDEX)
+    def index_service(uid: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {uid: body}
 
     @kopf.index(
         "apps", "v1", "deployments", registry=registry, labels=_ONE_OF_OURS, id=DEPLOYMENTS_INDEX
@@ -122,6 +131,7 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
         return {(spec.get("modelName"), str(version)): body} if version else {}
 
     async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        ticks.follow(body["metadata"]["uid"])
         with memo.context.metrics.reconciling("InferenceService"):
             await _reconcile_body(body, memo, kwargs, patch)
 
@@ -132,15 +142,21 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
     ):
         register(GROUP, VERSION, plural, registry=registry, id=f"isvc-{cause}")(on_change)
 
-    # Annotations (promote, abort, retry) do not reach update handlers (kopf diffs the
-    # spec); the tick picks them up within TICK_SECONDS.
-    @kopf.timer(GROUP, VERSION, plural, registry=registry, interval=TICK_SECONDS, id="isvc-tick")
-    async def tick(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        with memo.context.metrics.reconciling("InferenceService"):
-            await _reconcile_body(body, memo, kwargs, None)
+    @kopf.on.startup(registry=registry, id="isvc-ticks-start")
+    async def start_ticks(memo: Any, **kwargs: Any) -> None:
+        async def tick(body: Mapping[str, Any]) -> None:
+            with memo.context.metrics.reconciling("InferenceService"):
+                await _reconcile_body(body, memo, kwargs, None)
+
+        ticks.start(kwargs[SERVICES_INDEX], tick, memo.context.standby)
+
+    @kopf.on.cleanup(registry=registry, id="isvc-ticks-stop")
+    async def stop_ticks(**_: Any) -> None:
+        await ticks.stop()
 
     @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="isvc-delete", optional=True)
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
+        ticks.forget(body["metadata"]["uid"])
         try:
             isvc = InferenceService.from_body(body)
         except ValidationError:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from mlcycle.api.v1alpha1 import GROUP, VERSION, ModelVersion
 from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.handlers.resync import Resync
 from mlcycle.reconcile.modelversion import (
     ModelVersionDeps,
     ModelVersionOutcome,
@@ -22,6 +23,8 @@ from mlcycle.reconcile.modelversion import (
 # and (at the operator's drift interval, for Ready objects) an alias or tag changed in
 # MLflow directly.
 RESYNC_SECONDS = 10.0
+
+MODEL_VERSIONS_INDEX = "modelversions_by_uid"
 
 
 def _deps(memo: Any) -> ModelVersionDeps:
@@ -45,8 +48,14 @@ async def _reconcile_body(
 
 def register_modelversion(registry: kopf.OperatorRegistry) -> None:
     plural = ModelVersion.plural()
+    resyncs = Resync("ModelVersion", RESYNC_SECONDS)
+
+    @kopf.index(GROUP, VERSION, plural, registry=registry, id=MODEL_VERSIONS_INDEX)
+    def index_model_version(uid: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {uid: body}
 
     async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        resyncs.follow(body["metadata"]["uid"])
         try:
             with memo.context.metrics.reconciling("ModelVersion"):
                 outcome = await _reconcile_body(body, _deps(memo))
@@ -63,12 +72,19 @@ def register_modelversion(registry: kopf.OperatorRegistry) -> None:
     ):
         register(GROUP, VERSION, plural, registry=registry, id=f"mv-{cause}")(on_change)
 
-    @kopf.timer(GROUP, VERSION, plural, registry=registry, interval=RESYNC_SECONDS, id="mv-resync")
-    async def resync(body: kopf.Body, memo: Any, **_: Any) -> None:
-        try:
-            await _reconcile_body(body, _deps(memo), resync=True)
-        except ValidationError:
-            return
+    @kopf.on.startup(registry=registry, id="mv-resync-start")
+    async def start_resync(memo: Any, **kwargs: Any) -> None:
+        async def resync(body: Mapping[str, Any]) -> None:
+            try:
+                await _reconcile_body(body, _deps(memo), resync=True)
+            except ValidationError:
+                return
+
+        resyncs.start(kwargs[MODEL_VERSIONS_INDEX], resync, memo.context.standby)
+
+    @kopf.on.cleanup(registry=registry, id="mv-resync-stop")
+    async def stop_resync(**_: Any) -> None:
+        await resyncs.stop()
 
     def acts_in_mlflow(spec: Mapping[str, Any], **_: Any) -> bool:
         return spec.get("deletionPolicy", "Retain") != "Retain" or bool(spec.get("aliases"))
@@ -90,6 +106,7 @@ def register_modelversion(registry: kopf.OperatorRegistry) -> None:
     )
     @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="mv-delete", when=acts_in_mlflow)
     async def on_delete(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
+        resyncs.forget(body["metadata"]["uid"])
         try:
             mv = ModelVersion.from_body(body)
         except ValidationError:

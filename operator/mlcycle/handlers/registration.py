@@ -27,6 +27,7 @@ from mlcycle.handlers.modelversion import register_modelversion
 from mlcycle.handlers.trainingjob import register_trainingjob
 from mlcycle.reconcile.inferenceservice import InferenceServiceDeps
 from mlcycle.reconcile.modelversion import ModelVersionDeps
+from mlcycle.reconcile.standby import StandbyGate
 from mlcycle.reconcile.trainingjob import TrainingDeps
 
 FIELD_MANAGER = "mlcycle-operator"
@@ -38,6 +39,7 @@ class OperatorContext:
 
     config: OperatorConfig
     metrics: OperatorMetrics
+    standby: StandbyGate
     training: TrainingDeps
     model_versions: ModelVersionDeps
     inference_services: InferenceServiceDeps

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from mlcycle.api.v1alpha1 import GROUP, VERSION, TrainingJob
 from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.handlers.resync import Resync
 from mlcycle.plan.trainingjob import TRAININGJOB_UID_LABEL
 from mlcycle.reconcile.trainingjob import (
     TERMINAL_PHASES,
@@ -78,8 +79,15 @@ def _deps(memo: Any) -> TrainingDeps:
     return training
 
 
+def _still_active(body: Mapping[str, Any]) -> bool:
+    return (body.get("status") or {}).get("phase") not in TERMINAL_PHASES or (
+        (body.get("spec") or {}).get("ttlSecondsAfterFinished") is not None
+    )
+
+
 def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
     plural = TrainingJob.plural()
+    resyncs = Resync("TrainingJob", RESYNC_SECONDS, due=_still_active)
 
     @kopf.index("batch", "v1", "jobs", registry=registry, labels=_ONE_OF_OURS, id=JOBS_INDEX)
     def index_job(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -96,6 +104,7 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
         return {uid: body}
 
     async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        resyncs.follow(body["metadata"]["uid"])
         try:
             with memo.context.metrics.reconciling("TrainingJob"):
                 outcome = await _reconcile_body(body, memo, kwargs)
@@ -112,25 +121,19 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
     ):
         register(GROUP, VERSION, plural, registry=registry, id=f"train-{cause}")(on_change)
 
-    def still_active(status: Mapping[str, Any], spec: Mapping[str, Any], **_: Any) -> bool:
-        return status.get("phase") not in TERMINAL_PHASES or bool(
-            spec.get("ttlSecondsAfterFinished") is not None
-        )
+    @kopf.on.startup(registry=registry, id="train-resync-start")
+    async def start_resync(memo: Any, **kwargs: Any) -> None:
+        async def resync(body: Mapping[str, Any]) -> None:
+            try:
+                await _reconcile_body(body, memo, kwargs)
+            except ValidationError:
+                return
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        plural,
-        registry=registry,
-        interval=RESYNC_SECONDS,
-        when=still_active,
-        id="train-resync",
-    )
-    async def resync(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        try:
-            await _reconcile_body(body, memo, kwargs)
-        except ValidationError:
-            return
+        resyncs.start(kwargs[TRAININGS_INDEX], resync, memo.context.standby)
+
+    @kopf.on.cleanup(registry=registry, id="train-resync-stop")
+    async def stop_resync(**_: Any) -> None:
+        await resyncs.stop()
 
     @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=_ONE_OF_OURS)
     async def on_job_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
@@ -152,6 +155,7 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
         return not run_may_be_open(status, **kwargs)
 
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
+        resyncs.forget(body["metadata"]["uid"])
         try:
             tj = TrainingJob.from_body(body)
         except ValidationError:
