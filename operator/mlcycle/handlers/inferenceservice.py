@@ -142,17 +142,11 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
     ):
         register(GROUP, VERSION, plural, registry=registry, id=f"isvc-{cause}")(on_change)
 
-    @kopf.on.startup(registry=registry, id="isvc-ticks-start")
-    async def start_ticks(memo: Any, **kwargs: Any) -> None:
-        async def tick(body: Mapping[str, Any]) -> None:
-            with memo.context.metrics.reconciling("InferenceService"):
-                await _reconcile_body(body, memo, kwargs, None)
+    async def tick(body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any]) -> None:
+        with memo.context.metrics.reconciling("InferenceService"):
+            await _reconcile_body(body, memo, indexes, None)
 
-        ticks.start(kwargs[SERVICES_INDEX], tick, memo.context.standby)
-
-    @kopf.on.cleanup(registry=registry, id="isvc-ticks-stop")
-    async def stop_ticks(**_: Any) -> None:
-        await ticks.stop()
+    ticks.register(registry, SERVICES_INDEX, tick)
 
     @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="isvc-delete", optional=True)
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:

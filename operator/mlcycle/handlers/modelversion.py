@@ -72,19 +72,10 @@ def register_modelversion(registry: kopf.OperatorRegistry) -> None:
     ):
         register(GROUP, VERSION, plural, registry=registry, id=f"mv-{cause}")(on_change)
 
-    @kopf.on.startup(registry=registry, id="mv-resync-start")
-    async def start_resync(memo: Any, **kwargs: Any) -> None:
-        async def resync(body: Mapping[str, Any]) -> None:
-            try:
-                await _reconcile_body(body, _deps(memo), resync=True)
-            except ValidationError:
-                return
+    async def resync(body: Mapping[str, Any], memo: Any, _indexes: Mapping[str, Any]) -> None:
+        await _reconcile_body(body, _deps(memo), resync=True)
 
-        resyncs.start(kwargs[MODEL_VERSIONS_INDEX], resync, memo.context.standby)
-
-    @kopf.on.cleanup(registry=registry, id="mv-resync-stop")
-    async def stop_resync(**_: Any) -> None:
-        await resyncs.stop()
+    resyncs.register(registry, MODEL_VERSIONS_INDEX, resync)
 
     def acts_in_mlflow(spec: Mapping[str, Any], **_: Any) -> bool:
         return spec.get("deletionPolicy", "Retain") != "Retain" or bool(spec.get("aliases"))

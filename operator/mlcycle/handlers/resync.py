@@ -16,10 +16,15 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import kopf
+from pydantic import ValidationError
+
 from mlcycle.reconcile.standby import StandbyGate
 
 Tick = Callable[[Mapping[str, Any]], Awaitable[None]]
 Due = Callable[[Mapping[str, Any]], bool]
+KindTick = Callable[[Mapping[str, Any], Any, Mapping[str, Any]], Awaitable[object]]
+"""A kind's tick: (body, kopf memo, kopf indexes by id)."""
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,21 @@ class Resync:
 
     def forget(self, uid: str) -> None:
         self._followed.discard(uid)
+
+    def register(self, registry: kopf.OperatorRegistry, index_id: str, tick: KindTick) -> None:
+        """Runs for the operator's life: started and stopped with it, fed by the kind's
+        index by uid (`index_id`)."""
+
+        @kopf.on.startup(registry=registry, id=f"{self.kind}-resync-start")
+        async def start(memo: Any, **indexes: Any) -> None:
+            async def one(body: Mapping[str, Any]) -> None:
+                await tick(body, memo, indexes)
+
+            self.start(indexes[index_id], one, memo.context.standby)
+
+        @kopf.on.cleanup(registry=registry, id=f"{self.kind}-resync-stop")
+        async def stop(**_: Any) -> None:
+            await self.stop()
 
     def start(self, bodies: Mapping[Any, Any], tick: Tick, standby: StandbyGate) -> None:
         """`bodies`: the kind's kopf index by uid (a live view kopf keeps current)."""
@@ -85,6 +105,8 @@ class Resync:
             await tick(body)
         except asyncio.CancelledError:
             raise
+        except ValidationError:
+            pass  # an invalid spec: the change handler has recorded InvalidSpec
         except Exception:
             metadata = body.get("metadata", {})
             logger.exception(

@@ -121,19 +121,7 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
     ):
         register(GROUP, VERSION, plural, registry=registry, id=f"train-{cause}")(on_change)
 
-    @kopf.on.startup(registry=registry, id="train-resync-start")
-    async def start_resync(memo: Any, **kwargs: Any) -> None:
-        async def resync(body: Mapping[str, Any]) -> None:
-            try:
-                await _reconcile_body(body, memo, kwargs)
-            except ValidationError:
-                return
-
-        resyncs.start(kwargs[TRAININGS_INDEX], resync, memo.context.standby)
-
-    @kopf.on.cleanup(registry=registry, id="train-resync-stop")
-    async def stop_resync(**_: Any) -> None:
-        await resyncs.stop()
+    resyncs.register(registry, TRAININGS_INDEX, _reconcile_body)
 
     @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=_ONE_OF_OURS)
     async def on_job_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
