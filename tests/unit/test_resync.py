@@ -5,6 +5,7 @@ not stop the others."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -165,3 +166,31 @@ def test_the_loop_ticks_every_interval_unless_standing_by() -> None:
     first, last = asyncio.run(scenario())
     assert first >= 3
     assert last == first  # the standing-by loop never ticked, the stopped one stopped
+
+
+HANDLER_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("handler_var")
+
+
+def test_ticks_run_in_the_context_of_the_handler_that_followed() -> None:
+    # kopf keeps its Event queue in context variables of its handlers: a tick posting an
+    # Event must see them, as a kopf timer did.
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+
+        async def tick(body: Mapping[str, Any]) -> None:
+            seen.append(HANDLER_VAR.get("unset"))
+            HANDLER_VAR.set("changed by a tick")  # stays in that tick's own copy
+
+        resync = Resync("Kind", 1.0)
+
+        async def handler() -> None:
+            HANDLER_VAR.set("kopf's queue")
+            resync.follow("a")
+
+        await asyncio.create_task(handler())
+        for _ in range(2):
+            resync.round(_index(_body("a")), tick)
+            await _settle()
+        return seen
+
+    assert asyncio.run(scenario()) == ["kopf's queue", "kopf's queue"]

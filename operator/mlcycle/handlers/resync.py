@@ -12,6 +12,7 @@ are then left to the deletion handlers that guard real cleanup.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -46,9 +47,13 @@ class Resync:
         self._followed: set[str] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
+        self._context: contextvars.Context | None = None
 
     def follow(self, uid: str) -> None:
+        """Called from a kopf resource handler: ticks run in a copy of its context, where
+        kopf keeps what `kopf.event` needs (its Event queue), as they did in a timer."""
         self._followed.add(uid)
+        self._context = contextvars.copy_context()
 
     def forget(self, uid: str) -> None:
         self._followed.discard(uid)
@@ -97,7 +102,11 @@ class Resync:
                 continue
             if uid in self._running:
                 continue  # the previous tick is still at work
-            task = asyncio.create_task(self._tick(uid, body, tick), name=f"{self.kind}/{uid}")
+            task = asyncio.create_task(
+                self._tick(uid, body, tick),
+                name=f"{self.kind}/{uid}",
+                context=self._context.copy() if self._context is not None else None,
+            )
             self._running[uid] = task
 
     async def _tick(self, uid: str, body: Mapping[str, Any], tick: Tick) -> None:
