@@ -45,17 +45,14 @@ lint: venv
 	$(BIN)/lint-imports --config pyproject.toml
 	$(BIN)/mypy
 
-# Workers for the suite, each with a local stack of its own (see tests/conftest.py).
-TEST_WORKERS ?= 3
-
 test: venv toolchain lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
+	$(BIN)/pytest tests
 
 test-unit: venv
 	$(BIN)/pytest -m unit tests
 
 test-integration: venv toolchain
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "integration or e2e" tests
+	$(BIN)/pytest -m "integration or e2e" tests
 
 demo: venv toolchain
 	$(BIN)/python -m mlcycle.dev.demo

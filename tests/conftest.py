@@ -14,16 +14,10 @@ from tests.harness import REPO_ROOT, Kubectl, eventually
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A stack of our own, or a running one named by MLCYCLE_TEST_STACK_DIR (kept running).
-
-    Under xdist every worker has a stack of its own (tests stop and start MLflow and
-    Prometheus), so a reused one is named per worker: `<dir>-gw0`, `<dir>-gw1`, ..."""
+    """A stack of our own, or a running one named by MLCYCLE_TEST_STACK_DIR (kept running)."""
     from mlcycle.dev.cluster import LocalStack
 
     reuse = os.environ.get("MLCYCLE_TEST_STACK_DIR")
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if reuse and worker:
-        reuse = f"{reuse}-{worker}"
     local_stack = LocalStack(Path(reuse) if reuse else tmp_path_factory.mktemp("stack"))
     local_stack.up()
     # The harness's own kubeconfig, for kopf and the kubernetes client in this process;
