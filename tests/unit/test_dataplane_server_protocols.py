@@ -10,13 +10,9 @@ import orjson
 import pandas as pd
 import pytest
 
-from mlcycle.dataplane.server.protocols import (
-    Inference,
-    encode_invocations,
-    encode_oip_infer,
-    parse_invocations,
-    parse_oip_infer,
-)
+from mlcycle.dataplane.server.inference import Inference
+from mlcycle.dataplane.server.oip import encode_oip_infer, parse_oip_infer
+from mlcycle.dataplane.server.scoring import encode_invocations, parse_invocations
 from mlcycle.dataplane.server.signature import InputValidator, RequestError, parse_signature
 from mlcycle.dataplane.server.source import ModelIdentity
 

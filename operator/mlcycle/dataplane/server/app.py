@@ -22,18 +22,12 @@ from typing import Any
 from mlcycle.api.redaction import redact_text
 from mlcycle.dataplane.server.batching import MicroBatcher, PredictionError, loop_scheduler
 from mlcycle.dataplane.server.config import ServerConfig
+from mlcycle.dataplane.server.encoding import dumps
 from mlcycle.dataplane.server.flavors import LoadedModel, load_model_dir
+from mlcycle.dataplane.server.inference import Inference
 from mlcycle.dataplane.server.metrics import ServerMetrics
-from mlcycle.dataplane.server.protocols import (
-    Inference,
-    dumps,
-    encode_invocations,
-    encode_oip_infer,
-    mlflow_error,
-    oip_error,
-    parse_invocations,
-    parse_oip_infer,
-)
+from mlcycle.dataplane.server.oip import encode_oip_infer, oip_error, parse_oip_infer
+from mlcycle.dataplane.server.scoring import encode_invocations, mlflow_error, parse_invocations
 from mlcycle.dataplane.server.signature import RequestError, signature_as_json
 from mlcycle.dataplane.server.source import (
     ModelIdentity,

@@ -1,125 +1,24 @@
-"""The two wire protocols: MLflow's scoring protocol and the Open Inference Protocol v2.
-
-Parsing ends in one `Inference` (validated model input, its row count, params); encoding
-starts from the model's output for that caller. Everything that does not fit raises
-`RequestError` with the field at fault.
-"""
+"""The Open Inference Protocol v2 over HTTP: infer requests and responses as JSON."""
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 
+from mlcycle.dataplane.server.encoding import dumps, load_object
+from mlcycle.dataplane.server.inference import Inference
 from mlcycle.dataplane.server.signature import (
     InputValidator,
-    ModelInput,
     RequestError,
     oip_datatype,
     row_count,
 )
 from mlcycle.dataplane.server.source import ModelIdentity
 
-MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 DEFAULT_OUTPUT_NAME = "predict"
 
-
-@dataclass(frozen=True)
-class Inference:
-    model_input: ModelInput
-    rows: int
-    params: dict[str, Any] | None = None
-    request_id: str | None = None
-    requested_outputs: tuple[str, ...] = ()
-
-
-def _json_default(value: Any) -> Any:
-    # orjson serializes contiguous numeric arrays natively; everything else comes here.
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, pd.DataFrame):
-        return value.to_dict(orient="records")
-    if isinstance(value, pd.Series):
-        return value.tolist()
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def dumps(document: Any) -> bytes:
-    return orjson.dumps(
-        document, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC
-    )
-
-
-def _load_object(body: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise RequestError("", f"invalid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise RequestError("", "expected a JSON object")
-    return document
-
-
-# --- MLflow scoring protocol (/invocations) ---------------------------------------------------
-
-
-def parse_invocations(body: bytes, content_type: str, validator: InputValidator) -> Inference:
-    if content_type.startswith("text/csv"):
-        try:
-            frame = pd.read_csv(io.BytesIO(body))
-        except (ValueError, pd.errors.ParserError) as error:
-            raise RequestError("", f"invalid CSV: {error}") from None
-        model_input = validator.columns_by_name(
-            {str(column): frame[column].tolist() for column in frame.columns}, "csv"
-        )
-        return Inference(model_input, row_count(model_input))
-    document = _load_object(body)
-    present = [key for key in MLFLOW_FORMATS if key in document]
-    if len(present) != 1:
-        raise RequestError(
-            "",
-            f"expected exactly one of {', '.join(MLFLOW_FORMATS)}; got {sorted(document)}",
-        )
-    key = present[0]
-    payload = document[key]
-    params = document.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise RequestError("params", "expected an object")
-    if key == "dataframe_split":
-        if not isinstance(payload, dict) or "data" not in payload:
-            raise RequestError(key, 'expected {"columns": [...], "data": [[...], ...]}')
-        columns = payload.get("columns")
-        if columns is not None and not isinstance(columns, list):
-            raise RequestError(f"{key}.columns", "expected a list of column names")
-        model_input = validator.rows(payload["data"], columns, f"{key}.data")
-    elif key == "dataframe_records":
-        model_input = validator.records(payload, key)
-    elif isinstance(payload, dict):
-        model_input = validator.columns_by_name(payload, key)
-    elif isinstance(payload, list) and payload and all(isinstance(row, dict) for row in payload):
-        model_input = validator.records(payload, key)
-    else:
-        model_input = validator.rows(payload, None, key)
-    return Inference(model_input, row_count(model_input), params)
-
-
-def encode_invocations(output: Any) -> bytes:
-    return dumps({"predictions": output})
-
-
-def mlflow_error(message: str, code: str) -> bytes:
-    return dumps({"error_code": code, "message": message})
-
-
-# --- Open Inference Protocol v2 ---------------------------------------------------------------
 
 _NUMPY_BY_OIP = {
     "BOOL": np.dtype(np.bool_),
@@ -167,7 +66,7 @@ def _decode_tensor(item: object, field: str) -> tuple[str, np.ndarray[Any, Any]]
 
 
 def parse_oip_infer(body: bytes, validator: InputValidator) -> Inference:
-    document = _load_object(body)
+    document = load_object(body)
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError("inputs", "expected a non-empty list of tensors")
