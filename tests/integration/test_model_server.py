@@ -7,10 +7,7 @@ HTTP in both protocols.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,15 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from mlcycle.dev.processes import free_port
-from tests.harness import REPO_ROOT, eventually
+from tests.harness import eventually
+from tests.model_servers import LOAD_TIMEOUT, Server, mlcycle_serving
 
 pytestmark = pytest.mark.integration
 
 IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
-LOAD_TIMEOUT = 180  # mlflow and sklearn imports alone take ~10 s on a busy 2-core machine
 
 # A pyfunc model logged from code: doubles x, refuses negative x, and takes its time on 999
 # (the request a SIGTERM must let finish).
@@ -102,64 +97,14 @@ def registered(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Register
     return Registered(iris, flaky, model, features)
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.url + path, timeout=30)
-
-    def post(self, path: str, document: Any) -> requests.Response:
-        return requests.post(self.url + path, json=document, timeout=30)
-
-    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
-        found: dict[str, list[tuple[dict[str, str], float]]] = {}
-        for family in text_string_to_metric_families(self.get("/metrics").text):
-            for sample in family.samples:
-                found.setdefault(sample.name, []).append((sample.labels, sample.value))
-        return found
-
-    def metric(self, name: str, **labels: str) -> float:
-        return sum(
-            value
-            for sample_labels, value in self.metrics().get(name, [])
-            if all(sample_labels.get(k) == v for k, v in labels.items())
-        )
-
-
 @contextmanager
 def serving(
     stack: Any, tmp_path: Path, model_uri: str, *flags: str, wait_ready: bool = True
 ) -> Iterator[Server]:
-    port = free_port()
-    log = tmp_path / f"serve-{port}.log"
-    command = [sys.executable, "-m", "mlcycle.cli", "serve", "--model-uri", model_uri]
-    command += ["--host", "127.0.0.1", "--port", str(port), *flags]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env={**os.environ, **stack.env()}, stdout=output, stderr=output, cwd=REPO_ROOT
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    try:
-        eventually(f"{model_uri} server live", lambda: server.get("/v2/health/live").ok)
-        if wait_ready:
-            eventually(
-                f"{model_uri} loaded (log {log})",
-                lambda: server.get("/v2/health/ready").ok,
-                timeout=LOAD_TIMEOUT,
-                interval=0.5,
-            )
+    with mlcycle_serving(
+        model_uri, tmp_path, *flags, env=stack.env(), wait_ready=wait_ready
+    ) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 def split(rows: pd.DataFrame) -> dict[str, Any]:

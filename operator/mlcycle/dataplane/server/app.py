@@ -233,7 +233,11 @@ class ModelServer:
 
     # --- inference -----------------------------------------------------------------------
 
-    async def _predict(self, model: LoadedModel, inference: Inference) -> Any:
+    async def infer(self, model: LoadedModel, inference: Inference) -> Any:
+        """The model's output for one request, whichever protocol carried it.
+
+        Raises RequestError (the caller's mistake: 4xx) or PredictionError (the model's: 500).
+        """
         if inference.rows == 0:
             raise RequestError("", "no rows to predict")
         if inference.params and model.accepts_params:
@@ -258,7 +262,7 @@ class ModelServer:
             return 503, mlflow_error(self.not_ready_reason, "TEMPORARILY_UNAVAILABLE"), JSON
         try:
             inference = parse_invocations(body, _header(scope, b"content-type"), model.validator)
-            output = await self._predict(model, inference)
+            output = await self.infer(model, inference)
             return 200, encode_invocations(output), JSON
         except RequestError as error:
             return 400, mlflow_error(str(error), "BAD_REQUEST"), JSON
@@ -299,7 +303,7 @@ class ModelServer:
             return 503, oip_error(self.not_ready_reason), JSON
         try:
             inference = parse_oip_infer(body, model.validator)
-            output = await self._predict(model, inference)
+            output = await self.infer(model, inference)
             return 200, encode_oip_infer(output, self.identity, inference, self._output_names), JSON
         except RequestError as error:
             return 400, oip_error(str(error)), JSON

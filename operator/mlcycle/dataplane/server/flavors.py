@@ -43,6 +43,10 @@ class LoadedModel:
     is_classifier: bool | None = None
     """None: decided from the output dtype (integers, strings and booleans are classes)."""
     accepts_params: bool = False
+    row_independent: bool = False
+    """Each output row depends on its input row alone, so concurrent requests may share one
+    predict call (micro-batching). Known for the native flavors; a pyfunc model may compute
+    across its whole input, so it is called one request at a time unless the user declares it."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
