@@ -106,11 +106,16 @@ class Router:
     admin_port: int
     process: Process
     config_file: Path | None = None
+    grpc_port: int = 0
     _reloads: int = field(default=0)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def metrics(self) -> str:
         return http_get(f"http://127.0.0.1:{self.admin_port}/metrics")[1]
@@ -138,9 +143,10 @@ def start_router(
     env: Mapping[str, str] | None = None,
     wait_ready: bool = True,
 ) -> Router:
-    port, admin_port = free_port(), free_port()
+    port, grpc_port, admin_port = free_port(), free_port(), free_port()
     argv = [
         *(str(BIN / "mlcycle"), "router", "--host", "127.0.0.1", "--port", str(port)),
+        *("--grpc-port", str(grpc_port)),
         *("--admin-host", "127.0.0.1", "--admin-port", str(admin_port)),
         *("--drain-seconds", "10"),
     ]
@@ -151,7 +157,7 @@ def start_router(
         config_file.write_text(json.dumps(config))
         argv += ["--config-file", str(config_file)]
     process = _spawn(f"router-{port}", argv + (extra_args or []), log_dir, env)
-    router = Router(port, admin_port, process, config_file)
+    router = Router(port, admin_port, process, config_file, grpc_port)
     if wait_ready:
         wait_for(
             f"router on {port} ready",

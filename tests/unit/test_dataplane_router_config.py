@@ -30,6 +30,8 @@ def test_the_documented_example_parses_as_documented() -> None:
     assert config.backends["stable"].service == "iris-stable"
     assert config.backends["stable"].port == "http"
     assert config.backends["canary"].static_endpoints() == (Endpoint("127.0.0.1", 9001),)
+    assert config.backends["stable"].grpc_port == "grpc"
+    assert config.backends["canary"].static_grpc_endpoints() == (Endpoint("127.0.0.1", 9101),)
     assert config.weights == {"stable": 90, "canary": 10}
     assert config.header_routes[0].header == "x-mlcycle-version"
     assert config.shadow is not None
@@ -80,6 +82,11 @@ def _with(**changes: Any) -> dict[str, Any]:
         pytest.param(
             _with(backends={"stable": {"endpoints": ["h:70000"]}}), "host:port", id="port range"
         ),
+        pytest.param(
+            _with(backends={"stable": {"grpcEndpoints": ["no-port"]}}),
+            "host:port",
+            id="gRPC endpoint",
+        ),
         pytest.param(_with(backends={}), "at least 1", id="no backends"),
         pytest.param(_with(weight={"stable": 1}), "Extra inputs", id="misspelt field"),
         pytest.param(_with(timeouts={"requestSeconds": 0}), "greater than 0", id="timeout"),
@@ -88,6 +95,22 @@ def _with(**changes: Any) -> dict[str, Any]:
 def test_invalid_configs_are_refused_with_a_reason(document: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         RouterConfig.model_validate(document)
+
+
+def test_grpc_is_optional_per_backend_and_may_be_a_backend_s_only_source() -> None:
+    # A configuration from before gRPC: HTTP as it was, no gRPC endpoint anywhere.
+    before = RouterConfig.model_validate(MINIMAL)
+    assert before.backends["stable"].grpc_port is None
+    assert before.backends["stable"].static_grpc_endpoints() == ()
+    grpc_only = RouterConfig.model_validate(
+        _with(backends={"stable": {"grpcEndpoints": ["127.0.0.1:9101"]}})
+    )
+    assert grpc_only.backends["stable"].static_endpoints() == ()
+    assert RouterConfig.from_text(grpc_only.to_json()) == grpc_only
+    by_number = RouterConfig.model_validate(
+        _with(backends={"stable": {"service": "iris-v1", "grpcPort": 8081}})
+    )
+    assert by_number.backends["stable"].grpc_port == 8081
 
 
 def test_header_routes_alone_may_carry_all_traffic() -> None:
@@ -116,3 +139,9 @@ def test_endpoint_parsing(text: str, endpoint: Endpoint) -> None:
 def test_process_settings_need_exactly_one_source(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         RouterSettings.model_validate(settings)
+
+
+def test_the_grpc_port_defaults_to_the_model_server_s() -> None:
+    assert RouterSettings(config_file="r.yaml").grpc_port == 8081  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="less than or equal"):
+        RouterSettings(config_file="r.yaml", grpc_port=70000)  # type: ignore[arg-type]

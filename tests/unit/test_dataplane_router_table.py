@@ -131,3 +131,70 @@ def test_policy_survives_endpoint_changes_but_not_config_or_availability_changes
     assert RoutingTable.build(reweighted, two, first).policy is not first.policy
     canary_gone = {**one, "iris-canary": ()}
     assert RoutingTable.build(CONFIG, canary_gone, first).policy is not first.policy
+
+
+SERVED = (("http", 8080), ("grpc", 8081))
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        pytest.param(
+            BackendConfig(service="iris-v1", port="http", grpc_port="grpc"),
+            [Endpoint("10.0.0.1", 8081)],
+            id="by name",
+        ),
+        pytest.param(
+            BackendConfig(service="iris-v1", grpc_port=9000),
+            [Endpoint("10.0.0.1", 9000)],
+            id="number",
+        ),
+        pytest.param(
+            BackendConfig(service="iris-v1", port="http"), [], id="none named: not the first port"
+        ),
+        pytest.param(
+            BackendConfig(service="iris-v1", grpc_port="missing"), [], id="unknown name: none"
+        ),
+        pytest.param(
+            BackendConfig(
+                service="iris-v1", endpoints=("127.0.0.1:9001",), grpc_endpoints=("127.0.0.1:9101",)
+            ),
+            [Endpoint("127.0.0.1", 9101)],
+            id="static gRPC endpoints, not HTTP's",
+        ),
+    ],
+)
+def test_grpc_port_resolution(backend: BackendConfig, expected: list[Endpoint]) -> None:
+    discovered = [DiscoveredEndpoint("10.0.0.1", SERVED)]
+    assert list(resolve_endpoints(backend, discovered, "grpc")) == expected
+
+
+def test_each_transport_has_its_own_table_availability_and_exact_split() -> None:
+    config = RouterConfig.model_validate(
+        {
+            "service": "iris",
+            "backends": {
+                "stable": {"service": "iris-v1", "port": "http", "grpcPort": "grpc"},
+                # No gRPC here: its gRPC share goes to stable, its HTTP share stays its own.
+                "canary": {"service": "iris-v2", "port": "http"},
+            },
+            "weights": {"stable": 3, "canary": 1},
+        }
+    )
+    discovered = {
+        "iris-v1": (DiscoveredEndpoint("10.0.0.1", SERVED),),
+        "iris-v2": (DiscoveredEndpoint("10.0.1.1", SERVED),),
+    }
+    http = RoutingTable.build(config, discovered)
+    grpc = RoutingTable.build(config, discovered, transport="grpc")
+    assert http.available() == {"stable", "canary"}
+    assert grpc.available() == {"stable"}
+    assert grpc.endpoints() == {Endpoint("10.0.0.1", 8081)}
+    assert http.policy is not grpc.policy
+    # Interleaved picks of the two transports leave each split exact.
+    picks: dict[str, list[str | None]] = {"http": [], "grpc": []}
+    for _ in range(8):
+        picks["http"].append(http.policy.choose({}).primary)
+        picks["grpc"].append(grpc.policy.choose({}).primary)
+    assert picks["http"].count("canary") == 2
+    assert picks["grpc"] == ["stable"] * 8

@@ -114,5 +114,12 @@ def test_shared_service_selects_both_tracks() -> None:
     assert service["spec"]["selector"] == model_server_selector(isvc)
     assert "mlcycle.dev/track" not in service["spec"]["selector"]
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
     ]

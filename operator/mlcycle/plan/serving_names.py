@@ -26,9 +26,15 @@ TRAFFIC_COMPONENT: Final = "traffic"
 """Objects that only route (the HTTPRoute, the shared Service of replicas mode)."""
 VERSION_LABEL: Final = "mlcycle.dev/model-version"
 SERVICE_PORT: Final = 80
-"""The port of every Service of an InferenceService (its model servers' named port `http`
-behind it)."""
+"""The HTTP port of every Service of an InferenceService (its model servers' named port
+`http` behind it)."""
 SERVICE_PORT_NAME: Final = "http"
+GRPC_PORT: Final = 8081
+"""The gRPC port of every Service of an InferenceService, and of the model server and router
+containers behind them (the named port `grpc`): the model server's default."""
+GRPC_PORT_NAME: Final = "grpc"
+H2C_APP_PROTOCOL: Final = "kubernetes.io/h2c"
+"""HTTP/2 without TLS: tells gateways and meshes to speak HTTP/2 to the port, as gRPC needs."""
 _NAME_LIMIT: Final = 63
 
 
@@ -86,12 +92,19 @@ def router_selector(isvc: InferenceService) -> dict[str, str]:
 
 
 def service_ports() -> list[dict[str, object]]:
-    """The ports of every Service of an InferenceService."""
+    """The ports of every Service of an InferenceService: HTTP, and gRPC (OIP v2)."""
     return [
         {
             "name": SERVICE_PORT_NAME,
             "port": SERVICE_PORT,
             "targetPort": SERVICE_PORT_NAME,
             "protocol": "TCP",
-        }
+        },
+        {
+            "name": GRPC_PORT_NAME,
+            "port": GRPC_PORT,
+            "targetPort": GRPC_PORT_NAME,
+            "protocol": "TCP",
+            "appProtocol": H2C_APP_PROTOCOL,
+        },
     ]

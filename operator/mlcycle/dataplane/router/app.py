@@ -1,9 +1,11 @@
-"""`mlcycle router`: the proxy port, the admin port, and where the configuration comes from.
+"""`mlcycle router`: the proxy port, the gRPC port, the admin port, and where the
+configuration comes from.
 
 Configuration comes either from a file (`--config-file`, read again on SIGHUP) or from a
 ConfigMap in the router's namespace (`--configmap`, watched). An invalid new
 configuration is rejected and counted; the router keeps routing with the last good one.
-SIGTERM stops accepting connections, answers requests in flight, then exits.
+SIGTERM stops accepting connections and calls on both ports, answers those in flight,
+then exits.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlcycle.dataplane.router.config import DEFAULT_CONFIGMAP_KEY, RouterConfig
+from mlcycle.dataplane.router.grpc_proxy import GrpcProxy, serve_grpc
 from mlcycle.dataplane.router.http import Request, ResponseWriter, ServerTracker, serve
 from mlcycle.dataplane.router.metrics import RouterMetrics
 from mlcycle.dataplane.router.proxy import Router
@@ -36,6 +39,8 @@ class RouterSettings(BaseModel):
 
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    grpc_port: int = Field(8081, ge=0, le=65535)
+    """gRPC (HTTP/2 without TLS) on `host`, routed like the proxy port."""
     admin_host: str = "0.0.0.0"
     admin_port: int = Field(9090, ge=0, le=65535)
     """/metrics, /healthz, /readyz: a port of their own, so no model path can shadow them."""
@@ -137,7 +142,8 @@ async def run_router(settings: RouterSettings, stop: asyncio.Event | None = None
     stop = stop or asyncio.Event()
     registry = CollectorRegistry()
     metrics = RouterMetrics(registry)
-    router = Router(metrics)
+    grpc_proxy = GrpcProxy(metrics)
+    router = Router(metrics, on_grpc_table=grpc_proxy.use_table)
     tracker = ServerTracker(idle_seconds=settings.idle_client_seconds)
     applier = ConfigApplier(router, metrics, tracker)
     watches = None
@@ -165,21 +171,39 @@ async def run_router(settings: RouterSettings, stop: asyncio.Event | None = None
         watches.start()
     admin = AdminHandler(router, registry)
     proxy_server = await serve(router, settings.host, settings.port, tracker)
+    grpc_server, grpc_port = await serve_grpc(grpc_proxy, settings.host, settings.grpc_port)
     admin_server = await serve(admin, settings.admin_host, settings.admin_port, ServerTracker())
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info(
         "router listening",
-        extra={"port": _bound_port(proxy_server), "admin_port": _bound_port(admin_server)},
+        extra={
+            "port": _bound_port(proxy_server),
+            "grpc_port": grpc_port,
+            "admin_port": _bound_port(admin_server),
+        },
     )
     await stop.wait()
 
     admin.draining = True
     proxy_server.close()
-    drained = await tracker.drain(settings.drain_seconds)
-    log.info("router stopped", extra={"drained": drained, "abandoned": tracker.in_flight})
+    # grpc's stop refuses new calls at once, waits up to the grace for those in flight,
+    # then cancels them; the proxy's own tracker says how many that were.
+    grpc_stopped = loop.create_task(grpc_server.stop(settings.drain_seconds))
+    drained = await asyncio.gather(
+        tracker.drain(settings.drain_seconds), grpc_proxy.tracker.drain(settings.drain_seconds)
+    )
+    log.info(
+        "router stopped",
+        extra={
+            "drained": all(drained),
+            "abandoned": tracker.in_flight + grpc_proxy.tracker.in_flight,
+        },
+    )
+    await grpc_stopped
     if watches is not None:
         watches.stop()
+    await grpc_proxy.close()
     await router.close()
     admin_server.close()
 

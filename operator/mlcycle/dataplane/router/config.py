@@ -11,9 +11,11 @@ backends:                      # by version name; the name is the `backend` metr
   stable:
     service: iris-stable       # per-version Service: ready endpoints from its EndpointSlices
     port: http                 # EndpointSlice port by name, or a number (default: first port)
+    grpcPort: grpc             # EndpointSlice port of gRPC, by name or number (default: none)
     version: "3"               # model version: the `version` metric label
   canary:
     endpoints: ["127.0.0.1:9001"]   # static host:port list (tests, benchmarks, no cluster)
+    grpcEndpoints: ["127.0.0.1:9101"]   # the same for gRPC
     version: "4"
 weights: {stable: 90, canary: 10}   # integers; exact proportions (smooth weighted round-robin)
 headerRoutes:                  # A/B: first matching rule pins the request to a backend
@@ -33,7 +35,10 @@ maxRequestBodyBytes: 67108864
 ```
 
 A backend with `service` takes its endpoints from EndpointSlices; one with `endpoints`
-uses them as given; one with both uses both.
+uses them as given; one with both uses both. gRPC (the router's gRPC port) goes to
+`grpcEndpoints` and, with `grpcPort`, to that port of the discovered endpoints; a backend
+with neither has no gRPC endpoint, so gRPC calls never pick it (both fields are optional,
+and a configuration written before them routes HTTP as it did).
 """
 
 from __future__ import annotations
@@ -80,19 +85,27 @@ class BackendConfig(RouterModel):
     """Static `host:port` addresses, used as given."""
     port: int | str | None = None
     """EndpointSlice port: a name, or a number used as the target port; default the first."""
+    grpc_endpoints: tuple[str, ...] = ()
+    """Static `host:port` addresses of gRPC (HTTP/2), used as given."""
+    grpc_port: int | str | None = None
+    """EndpointSlice port of gRPC, like `port`; None: no gRPC on the discovered endpoints
+    (there is no sensible default: the first port is HTTP's)."""
     version: str = ""
     """The model version behind this backend, the `version` label of the metrics."""
 
     @model_validator(mode="after")
     def _has_a_source(self) -> Self:
-        if self.service is None and not self.endpoints:
-            raise ValueError("a backend needs a service, endpoints, or both")
-        for endpoint in self.endpoints:
+        if self.service is None and not self.endpoints and not self.grpc_endpoints:
+            raise ValueError("a backend needs a service, endpoints or grpcEndpoints")
+        for endpoint in (*self.endpoints, *self.grpc_endpoints):
             Endpoint.parse(endpoint)
         return self
 
     def static_endpoints(self) -> tuple[Endpoint, ...]:
         return tuple(Endpoint.parse(text) for text in self.endpoints)
+
+    def static_grpc_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(Endpoint.parse(text) for text in self.grpc_endpoints)
 
 
 class HeaderRoute(RouterModel):

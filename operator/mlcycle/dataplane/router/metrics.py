@@ -16,8 +16,11 @@ configured, so the names are a contract:
 
 Shadow `result`: `ok` (2xx), `error` (other status), `failed` (no response), `dropped`
 (too many mirrors in flight). The agreement ratio is agreements / comparisons since start.
-`code` is the status sent to the client; a request nothing could serve is counted under
+`code` is the status sent to the client; for a gRPC call, the HTTP status its gRPC status
+stands for (`mlcycle.dataplane.grpc.status`: UNAVAILABLE 503, INVALID_ARGUMENT 400, ...),
+so both ports' failures count alike. A request nothing could serve is counted under
 backend `none`. Duration runs from the request fully read to the response fully passed on.
+`backend_endpoints` counts the endpoints of the HTTP port.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -148,12 +149,17 @@ class Exchange:
 
 
 class Router:
-    """The request handler of the proxy port, and the live routing state behind it."""
+    """The request handler of the proxy port, and the live routing state behind it and
+    behind the gRPC port: each new table of gRPC goes to `on_grpc_table`."""
 
-    def __init__(self, metrics: RouterMetrics) -> None:
+    def __init__(
+        self, metrics: RouterMetrics, on_grpc_table: Callable[[RoutingTable], None] | None = None
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._metrics = metrics
+        self._on_grpc_table = on_grpc_table
         self.table: RoutingTable | None = None
+        self.grpc_table: RoutingTable | None = None
         self._discovered: dict[str, tuple[DiscoveredEndpoint, ...]] = {}
         self.pools = Pools(connect_timeout=1.0, idle_seconds=2.0)
         self._shadows: set[asyncio.Task[None]] = set()
@@ -177,8 +183,12 @@ class Router:
 
     def _rebuild(self, config: RouterConfig) -> None:
         table = RoutingTable.build(config, self._discovered, self.table)
+        grpc_table = RoutingTable.build(config, self._discovered, self.grpc_table, "grpc")
         self.table = table
+        self.grpc_table = grpc_table
         self.pools.keep_only(table.endpoints())
+        if self._on_grpc_table is not None:
+            self._on_grpc_table(grpc_table)
         self._backend_names = {name: name.encode() for name in table.backends}
         self._metrics.set_endpoints(
             config.service,
@@ -189,13 +199,18 @@ class Router:
             extra={
                 "service": config.service,
                 "endpoints": {n: [str(e) for e in t.endpoints] for n, t in table.backends.items()},
+                "grpc_endpoints": {
+                    n: [str(e) for e in t.endpoints] for n, t in grpc_table.backends.items()
+                },
             },
         )
 
     def not_ready_reason(self) -> str | None:
         if self.table is None:
             return "no configuration yet"
-        if not self.table.available():
+        # Ready while either port can serve: gRPC-only backends are a valid configuration.
+        grpc_table = self.grpc_table
+        if not self.table.available() and not (grpc_table is not None and grpc_table.available()):
             return "no backend has a ready endpoint"
         return None
 

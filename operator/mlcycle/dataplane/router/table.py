@@ -3,16 +3,23 @@
 Pure: built from a RouterConfig and what discovery reported, replaced whole whenever
 either changes. A request takes the table current when it starts and keeps it, so a new
 configuration never touches requests in flight.
+
+There is one table per transport (HTTP/1.1, gRPC): the same backends, weights and pins,
+each over the endpoints of its own port, each with a split of its own. One shared
+sequence of picks would not do: the picks that fall to one transport out of an exact
+interleaving are not an exact split themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mlcycle.dataplane.router.config import BackendConfig, Endpoint, RouterConfig
 from mlcycle.dataplane.router.selection import RoutingPolicy
+
+Transport = Literal["http", "grpc"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +57,26 @@ def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> tuple[DiscoveredEndp
 
 
 def resolve_endpoints(
-    backend: BackendConfig, discovered: Iterable[DiscoveredEndpoint]
+    backend: BackendConfig, discovered: Iterable[DiscoveredEndpoint], transport: Transport = "http"
 ) -> tuple[Endpoint, ...]:
-    """The addresses to send to: static endpoints, then discovered ones on the chosen port."""
-    resolved = list(backend.static_endpoints())
+    """The addresses to send to: static endpoints, then discovered ones on the chosen port.
+
+    HTTP takes the first port of a slice when the backend names none; gRPC takes the
+    discovered endpoints only on a port it names (`grpcPort`)."""
+    if transport == "grpc":
+        resolved = list(backend.static_grpc_endpoints())
+        chosen = backend.grpc_port
+        if chosen is None:
+            return tuple(dict.fromkeys(resolved))
+    else:
+        resolved = list(backend.static_endpoints())
+        chosen = backend.port
     for endpoint in discovered:
         port: int | None
-        if isinstance(backend.port, int):
-            port = backend.port
-        elif isinstance(backend.port, str):
-            port = dict(endpoint.ports).get(backend.port)
+        if isinstance(chosen, int):
+            port = chosen
+        elif isinstance(chosen, str):
+            port = dict(endpoint.ports).get(chosen)
         else:
             port = endpoint.ports[0][1] if endpoint.ports else None
         if port is not None:
@@ -95,8 +112,10 @@ class RoutingTable:
         config: RouterConfig,
         discovered: Mapping[str, tuple[DiscoveredEndpoint, ...]],
         previous: RoutingTable | None = None,
+        transport: Transport = "http",
     ) -> RoutingTable:
-        """`discovered` maps Service names to their ready endpoints.
+        """`discovered` maps Service names to their ready endpoints; `previous` is the
+        table of the same transport.
 
         The policy (and with it the position in the weighted sequence) is kept when
         neither the configuration nor the set of backends with endpoints changed, so
@@ -107,7 +126,9 @@ class RoutingTable:
                 name,
                 backend.version,
                 resolve_endpoints(
-                    backend, discovered.get(backend.service, ()) if backend.service else ()
+                    backend,
+                    discovered.get(backend.service, ()) if backend.service else (),
+                    transport,
                 ),
             )
             for name, backend in config.backends.items()
