@@ -15,3 +15,8 @@ class Inference:
     params: dict[str, Any] | None = None
     request_id: str | None = None
     requested_outputs: tuple[str, ...] = ()
+    binary_outputs: frozenset[str] = frozenset()
+    """Outputs to answer with raw little-endian bytes instead of typed values (HTTP's
+    binary tensor data extension: per requested output)."""
+    all_outputs_binary: bool = False
+    """Every output as raw bytes: no outputs were named and the request asked for binary."""
