@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcycle.dataplane.server.flavors import sklearn_takes_missing
 from mlcycle.dataplane.server.signature import (
     InputValidator,
     RequestError,
@@ -99,7 +100,7 @@ def test_records_name_the_row_and_column_that_is_missing() -> None:
 
 
 def test_mixed_types_become_a_typed_dataframe_and_optional_columns_fill_with_nan() -> None:
-    validator = InputValidator(MIXED, "ndarray")
+    validator = InputValidator(MIXED, "ndarray", takes_missing=True)
     frame = validator.records([{"age": 3, "city": "Oslo"}], "dataframe_records")
     assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns) == ["age", "city", "score"]
@@ -111,7 +112,13 @@ def test_mixed_types_become_a_typed_dataframe_and_optional_columns_fill_with_nan
     ("records", "field", "says"),
     [
         ([{"age": 3.5, "city": "Oslo"}], "dataframe_records.age", "expected long, got a float 3.5"),
-        ([{"age": 3, "city": 7}], "dataframe_records.city", "expected string, got an integer 7"),
+        (
+            [{"age": 3, "city": {"name": "Oslo"}}],
+            "dataframe_records.city",
+            "expected string, got a mixed or null value {'name': 'Oslo'}",
+        ),
+        ([{"age": None, "city": "a"}], "dataframe_records.age", "a long column cannot hold one"),
+        ([{"age": "3.0", "city": "a"}], "dataframe_records.age", "expected long, got a string"),
         ([{"age": True, "city": "a"}], "dataframe_records.age", "expected long, got a boolean"),
     ],
 )
@@ -121,6 +128,202 @@ def test_type_mismatches_are_refused_with_the_column_name(
     error = error_of(InputValidator(MIXED, "dataframe").records, records, "dataframe_records")
     assert error.field == field
     assert says in str(error)
+
+
+@pytest.mark.parametrize(
+    ("column_type", "sent", "received"),
+    [
+        ("double", ["5.1", 2, None, "nan"], [5.1, 2.0, np.nan, np.nan]),
+        ("float", ["0.5", 1], np.array([0.5, 1], dtype=np.float32)),
+        ("long", [3.0, "4", -2], [3, 4, -2]),
+        ("integer", [np.float64(7.0)], np.array([7], dtype=np.int32)),
+        # Zip codes and ids sent as numbers reach a string column as their text.
+        ("string", [2134, "0150", True, 1.5, None], ["2134", "0150", "True", "1.5", None]),
+    ],
+)
+def test_values_are_coerced_as_mlflows_schema_enforcement_does(
+    column_type: str, sent: list[object], received: object
+) -> None:
+    signature = parse_signature(column_signature(("x", column_type, True), ("y", "long", True)))
+    validator = InputValidator(signature, "dataframe", takes_missing=True)
+    frame = validator.columns_by_name({"x": sent, "y": [0] * len(sent)}, "inputs")
+    assert isinstance(frame, pd.DataFrame)
+    if column_type == "string":
+        assert list(frame["x"].astype(object).where(frame["x"].notna(), None)) == received
+    else:
+        np.testing.assert_array_equal(frame["x"].to_numpy(), np.asarray(received))
+        assert frame["x"].dtype == np.asarray(received).dtype
+
+
+@pytest.mark.parametrize(
+    ("column_type", "value", "says"),
+    [
+        # MLflow would truncate 3.5 to 3 and make True 1: values changed, so refused here.
+        ("long", 3.5, "expected long, got a float 3.5 at row 0"),
+        ("long", True, "expected long, got a boolean True"),
+        ("double", True, "expected double, got a boolean True"),
+        ("double", "abc", "expected double, got a string 'abc'"),
+        ("double", [1.0], "expected one double value per row, got nested values at row 0"),
+        ("integer", None, "missing value at row 0: a integer column cannot hold one"),
+        ("boolean", "false", "expected boolean, got a string 'false'"),
+    ],
+)
+def test_values_mlflow_would_change_are_refused(column_type: str, value: object, says: str) -> None:
+    signature = parse_signature(column_signature(("x", column_type, True)))
+    validator = InputValidator(signature, "dataframe", takes_missing=True)
+    error = error_of(validator.records, [{"x": value}], "dataframe_records")
+    assert error.field == "dataframe_records.x"
+    assert says in str(error)
+
+
+def test_missing_values_reach_only_the_columns_a_model_takes_them_in() -> None:
+    validator = InputValidator(MIXED, "ndarray", takes_missing=frozenset({"city", "score"}))
+    frame = validator.records(
+        [{"age": 3, "city": None, "score": None}, {"age": 4, "city": "Oslo", "score": 1}], "r"
+    )
+    assert isinstance(frame, pd.DataFrame)
+    assert frame["city"].isna().tolist() == [True, False]
+    assert np.isnan(frame["score"][0])
+    refusing = InputValidator(MIXED, "ndarray", takes_missing=frozenset({"city"}))
+    error = error_of(refusing.records, [{"age": 3, "city": "a", "score": float("nan")}], "r")
+    assert error.field == "r.score"
+    assert "missing value at row 0: this model cannot take missing values" in str(error)
+    # An optional column left out is all missing: filled only for a model that takes that.
+    absent = error_of(refusing.records, [{"age": 3, "city": "a"}], "r")
+    assert absent.field == "r.score"
+    assert "optional in the signature, but this model cannot take missing values" in str(absent)
+
+
+def test_pyfunc_layout_leaves_an_absent_optional_column_out_as_mlflow_does() -> None:
+    validator = InputValidator(MIXED, "dataframe", takes_missing=True)
+    frame = validator.records([{"age": 3, "city": "Oslo"}], "dataframe_records")
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == ["age", "city"]
+    columns = validator.columns_by_name({"age": [3], "city": ["Oslo"]}, "inputs")
+    assert isinstance(columns, pd.DataFrame)
+    assert list(columns.columns) == ["age", "city"]
+
+
+def test_a_record_without_a_required_column_is_refused_but_an_optional_one_is_missing() -> None:
+    validator = InputValidator(MIXED, "dataframe", takes_missing=True)
+    frame = validator.records([{"age": 1, "city": "a", "score": 2}, {"age": 2, "city": "b"}], "r")
+    assert isinstance(frame, pd.DataFrame)
+    assert np.isnan(frame["score"][1])
+    error = error_of(validator.records, [{"age": 1, "city": "a"}, {"city": "b"}], "r")
+    assert error.field == "r[1].age"
+
+
+@pytest.mark.parametrize(
+    ("rows", "field", "says"),
+    [
+        ([[1, 2, 3, 4], [5, float("nan"), 7, 8]], "x.sepal width (cm)", "missing value at row 1"),
+        ([[1, 2, float("inf"), 4]], "x.petal length (cm)", "infinite value at row 0"),
+        ([[1, 2, 3, None]], "x.petal width (cm)", "missing value at row 0"),
+    ],
+)
+def test_the_array_fast_path_refuses_nan_and_infinity_naming_row_and_column(
+    rows: list[list[float]], field: str, says: str
+) -> None:
+    validator = InputValidator(IRIS, "ndarray", takes_infinite=False)
+    error = error_of(validator.rows, rows, IRIS_COLUMNS, "x")
+    assert error.field == field
+    assert says in str(error)
+
+
+def test_a_model_that_takes_nan_but_not_infinity_gets_nan() -> None:
+    validator = InputValidator(IRIS, "ndarray", takes_missing=True, takes_infinite=False)
+    array = validator.rows([[1, float("nan"), 3, 4]], IRIS_COLUMNS, "x")
+    assert isinstance(array, np.ndarray)
+    assert np.isnan(array[0, 1])
+    error = error_of(validator.rows, [[1, float("-inf"), 3, 4]], IRIS_COLUMNS, "x")
+    assert "infinite value at row 0" in str(error)
+
+
+def test_tensors_and_unsigned_input_refuse_nan_for_a_model_that_cannot_take_it() -> None:
+    refusing = InputValidator(TENSOR, "ndarray")
+    error = error_of(refusing.rows, [[[1, float("nan")], [3, 4]]], None, "instances")
+    assert "missing value at row 0" in str(error)
+    taking = InputValidator(TENSOR, "ndarray", takes_missing=True)
+    assert np.isnan(taking.rows([[[1, float("nan")], [3, 4]]], None, "instances")).any()
+    unsigned = InputValidator(parse_signature(None), "ndarray")
+    assert "missing value" in str(error_of(unsigned.rows, [[1.0, float("nan")]], None, "x"))
+    frame_error = error_of(unsigned.records, [{"a": 1.0}, {"a": None}], "r")
+    assert frame_error.field == "r.a"
+
+
+def test_a_signature_column_sent_twice_is_refused() -> None:
+    validator = InputValidator(IRIS, "ndarray")
+    columns = [*IRIS_COLUMNS, IRIS_COLUMNS[0]]
+    error = error_of(validator.rows, [[1, 2, 3, 4, 5]], columns, "dataframe_split.data")
+    assert error.field == "dataframe_split.columns"
+    assert "appears more than once" in str(error)
+    # A column the signature does not have is ignored, twice or not, as MLflow does.
+    extra = validator.rows([[1, 2, 3, 4, 9, 9]], [*IRIS_COLUMNS, "x", "x"], "x")
+    np.testing.assert_array_equal(extra, [[1, 2, 3, 4]])
+
+
+def test_params_are_checked_only_when_sent() -> None:
+    checked: list[dict[str, object]] = []
+
+    def check(params: object) -> None:
+        checked.append(dict(params))  # type: ignore[call-overload]
+        raise RequestError("params.k", "expected double")
+
+    validator = InputValidator(IRIS, "ndarray", check_params=check)
+    validator.check_params(None)
+    validator.check_params({})
+    assert "params.k" in str(error_of(validator.check_params, {"k": "x"}))
+    assert checked == [{"k": "x"}]
+    InputValidator(IRIS, "ndarray").check_params({"k": "x"})  # no params schema: ignored
+
+
+def test_sklearn_models_take_missing_values_where_their_steps_do() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame = pd.DataFrame(
+        {
+            "city": ["a", "b", "a", "b"],
+            "zip": ["1", "2", "1", "2"],
+            "rooms": [1.0, 2.0, 3.0, 4.0],
+            "area": [5.0, 6.0, 7.0, 8.0],
+            "age": [1.0, np.nan, 3.0, 4.0],
+        }
+    )
+    target = [1.0, 2.0, 3.0, 4.0]
+    signature = parse_signature(column_signature(*((name, "any", True) for name in frame)))
+    steps = ColumnTransformer(
+        [
+            ("ignoring", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+            ("strict", OneHotEncoder(), ["zip"]),
+            ("imputed", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), [4]),
+            # A scaler allows NaN and passes it on, to a regressor that refuses it.
+            ("scaled", StandardScaler(), ["rooms"]),
+            ("dropped", "drop", ["area"]),
+        ]
+    )
+    linear = Pipeline([("pre", steps), ("model", LinearRegression())]).fit(frame, target)
+    assert sklearn_takes_missing(linear, signature) == frozenset({"city", "age", "area"})
+    # The same columns before a model that takes NaN: only the strict encoder refuses it.
+    trees = Pipeline([("pre", steps), ("model", HistGradientBoostingRegressor())])
+    trees.fit(frame, target)
+    assert sklearn_takes_missing(trees, signature) == frozenset({"city", "age", "area", "rooms"})
+    numbers = frame[["rooms", "area"]].to_numpy()
+    tensor = parse_signature(None)
+    assert sklearn_takes_missing(LinearRegression().fit(numbers, target), tensor) is False
+    fitted = HistGradientBoostingRegressor().fit(numbers, target)
+    assert sklearn_takes_missing(fitted, tensor) is True
+
+
+def test_signatures_say_whether_their_columns_are_named() -> None:
+    assert IRIS.columns_named
+    unnamed = parse_signature({"inputs": json.dumps([{"type": "double"}, {"type": "double"}])})
+    assert not unnamed.columns_named
+    assert [spec.name for spec in unnamed.columns] == ["0", "1"]
 
 
 def test_columns_by_name_checks_lengths() -> None:

@@ -5,12 +5,42 @@ specs; each request is then turned into exactly what the model is called with �
 numpy array when every column is numeric and the model takes arrays (no DataFrame on the
 hot path), a DataFrame otherwise, or named tensors — and anything that does not fit the
 signature becomes a `RequestError` naming the field, which the server answers with a 400.
+
+Values are coerced as MLflow's schema enforcement does (`mlflow.models.utils._enforce_schema`
+after the casts of `mlflow.utils.proto_json_utils`), so a request `mlflow models serve`
+accepts is accepted here and reaches the model with the same values:
+
+- double and float columns take integers, numeric strings ("5.1") and null or NaN, which
+  become NaN;
+- long and integer columns take integral floats (3.0) and integer strings ("3");
+- string columns take numbers and booleans as their text (a zip code sent as 2134 is
+  "2134"); null and NaN stay as sent, as missing values.
+
+A missing value (null, NaN, an empty CSV cell, an optional column left out) reaches the
+model only where the model takes one, which its flavor says (`takes_missing`), and so does
+an infinite value (`takes_infinite`); elsewhere it is a 400 before predict, where MLflow
+lets the model raise (and answers 400 too).
+
+Deliberate differences from MLflow, each where MLflow would hand the model something other
+than what the caller sent:
+
+- a non-integral float (3.5) for a long or integer column is refused; MLflow truncates it
+  to 3, the silent change its own enforcement means to refuse;
+- booleans for numeric columns are refused (MLflow makes them 1.0 and 0.0), as are
+  non-booleans and null for boolean columns (MLflow makes "false" True and null False);
+- a record without a required column is refused (MLflow fills NaN from the other records),
+  and so is a row with fewer values than columns (pandas, so MLflow, pads it at the end);
+- an optional column left out is filled with missing values for the native flavors, which
+  need every column they were fitted on (MLflow passes the frame without it and the model
+  raises); pyfunc models get the frame without it, as from MLflow;
+- numbers in a string column reach the model as text in every format (MLflow passes the
+  number itself for dataframe_split and dataframe_records, text for inputs and instances).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -19,10 +49,15 @@ import pandas as pd
 
 ModelInput: TypeAlias = np.ndarray[Any, Any] | pd.DataFrame | dict[str, np.ndarray[Any, Any]]
 InputLayout: TypeAlias = Literal["ndarray", "dataframe"]
+TakesMissing: TypeAlias = bool | frozenset[str]
+"""Where a model takes missing values: everywhere, nowhere, or in the columns named."""
+ParamsCheck: TypeAlias = Callable[[Mapping[str, Any]], None]
 
 
 class RequestError(Exception):
-    """A request that does not fit the protocol or the signature: answered with a 400."""
+    """A request that does not fit the protocol or the signature: answered with `status`."""
+
+    status = 400
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}" if field else problem)
@@ -54,6 +89,9 @@ class Signature:
     output_columns: tuple[ColumnSpec, ...] = ()
     output_tensors: tuple[TensorSpec, ...] = ()
     has_params: bool = False
+    columns_named: bool = True
+    """Every input column has a name (MLflow then takes columns only by name, never by
+    position); unnamed columns are numbered here."""
 
     @property
     def known(self) -> bool:
@@ -64,9 +102,8 @@ class Signature:
         return tuple(spec.name for spec in specs if spec.name)
 
 
-# Which numpy kinds a column type accepts, and the dtype it is converted to. Integers are
-# accepted for floating columns (JSON has no separate integer/float notation for 1 vs 1.0);
-# floats are never silently truncated into integer columns.
+# Which numpy kinds a column type takes as they are, and the dtype it is converted to; other
+# values go through the column type's coercion below, value by value.
 _COLUMN_TYPES: dict[str, tuple[str, np.dtype[Any] | None]] = {
     "double": ("fiu", np.dtype(np.float64)),
     "float": ("fiu", np.dtype(np.float32)),
@@ -78,6 +115,9 @@ _COLUMN_TYPES: dict[str, tuple[str, np.dtype[Any] | None]] = {
     "datetime": ("UM", np.dtype("datetime64[ns]")),
 }
 _NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
+# Types with a missing value of their own (NaN, or None in an object column).
+_FLOATING_TYPES = frozenset({"double", "float"})
+_NULLABLE_TYPES = _FLOATING_TYPES | {"string", "binary", "datetime", "any"}
 _KIND_NAMES = {
     "f": "a float",
     "i": "an integer",
@@ -89,11 +129,67 @@ _KIND_NAMES = {
 }
 
 
-def _parse_specs(encoded: str | None) -> tuple[tuple[ColumnSpec, ...], tuple[TensorSpec, ...]]:
+class _UnconvertibleError(Exception):
+    """One value a column type cannot take; the caller names the field and the row."""
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float | np.floating) and bool(np.isnan(value)))
+
+
+def _as_float(value: object) -> float:
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool | np.bool_):
+        raise _UnconvertibleError
+    if isinstance(value, int | float | str | np.integer | np.floating):
+        try:
+            return float(value)
+        except ValueError:
+            raise _UnconvertibleError from None
+    raise _UnconvertibleError
+
+
+def _as_int(value: object) -> int:
+    if isinstance(value, bool | np.bool_) or _is_missing(value):
+        raise _UnconvertibleError
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise _UnconvertibleError from None
+    raise _UnconvertibleError
+
+
+def _as_text(value: object) -> object:
+    if isinstance(value, str) or _is_missing(value):
+        return value
+    if isinstance(value, bool | int | float | np.bool_ | np.integer | np.floating):
+        return str(value)
+    raise _UnconvertibleError
+
+
+_COERCIONS: dict[str, Callable[[object], object]] = {
+    "double": _as_float,
+    "float": _as_float,
+    "long": _as_int,
+    "integer": _as_int,
+    "string": _as_text,
+}
+
+
+def _parse_specs(
+    encoded: str | None,
+) -> tuple[tuple[ColumnSpec, ...], tuple[TensorSpec, ...], bool]:
     if not encoded:
-        return (), ()
+        return (), (), True
     columns: list[ColumnSpec] = []
     tensors: list[TensorSpec] = []
+    named = True
     for index, item in enumerate(json.loads(encoded)):
         if item.get("type") == "tensor":
             tensor = item["tensor-spec"]
@@ -102,6 +198,7 @@ def _parse_specs(encoded: str | None) -> tuple[tuple[ColumnSpec, ...], tuple[Ten
             )
         else:
             kind = item.get("type", "any")
+            named = named and "name" in item
             columns.append(
                 ColumnSpec(
                     name=item.get("name", str(index)),
@@ -109,27 +206,56 @@ def _parse_specs(encoded: str | None) -> tuple[tuple[ColumnSpec, ...], tuple[Ten
                     required=item.get("required", True),
                 )
             )
-    return tuple(columns), tuple(tensors)
+    return tuple(columns), tuple(tensors), named
 
 
 def parse_signature(block: Mapping[str, Any] | None) -> Signature:
     """The MLmodel file's `signature` block (inputs/outputs are JSON strings there)."""
     if not block:
         return Signature()
-    columns, tensors = _parse_specs(block.get("inputs"))
-    output_columns, output_tensors = _parse_specs(block.get("outputs"))
+    columns, tensors, named = _parse_specs(block.get("inputs"))
+    output_columns, output_tensors, _ = _parse_specs(block.get("outputs"))
     return Signature(
         columns=columns,
         tensors=tensors,
         output_columns=output_columns,
         output_tensors=output_tensors,
         has_params=bool(block.get("params")),
+        columns_named=named,
     )
 
 
 def _describe(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _refusal(spec: ColumnSpec, value: object, row: int) -> str:
+    if _is_missing(value):
+        return f"missing value at row {row}: a {spec.type} column cannot hold one"
+    element = np.asarray(value)
+    if element.ndim != 0:
+        return f"expected one {spec.type} value per row, got nested values at row {row}"
+    found = _KIND_NAMES.get(element.dtype.kind, str(element.dtype))
+    return f"expected {spec.type}, got {found} {_describe(value)} at row {row}"
+
+
+def _coerce_column(spec: ColumnSpec, values: Sequence[Any], field: str) -> np.ndarray[Any, Any]:
+    """Values the column's dtype does not take as they are, converted one by one."""
+    coerce = _COERCIONS.get(spec.type)
+    converted: list[object] = []
+    for row, value in enumerate(values):
+        try:
+            if coerce is None:
+                raise _UnconvertibleError
+            converted.append(coerce(value))
+        except _UnconvertibleError:
+            raise RequestError(field, _refusal(spec, value, row)) from None
+    if spec.type == "string":
+        column = np.empty(len(converted), dtype=object)
+        column[:] = converted
+        return column
+    return np.asarray(converted)
 
 
 def _convert_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray[Any, Any]:
@@ -141,24 +267,10 @@ def _convert_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray[Any
     kinds, target = _COLUMN_TYPES[spec.type]
     try:
         array = np.asarray(values)
-    except ValueError as error:
-        raise RequestError(field, f"expected {spec.type} values: {error}") from None
-    if array.ndim != 1:
-        raise RequestError(field, f"expected one {spec.type} value per row, got nested values")
-    if array.dtype.kind == "O" and spec.type in ("double", "float") and not spec.required:
-        # Optional floating columns take null as NaN, as MLflow's own enforcement does.
-        array = np.asarray([np.nan if v is None else v for v in values])
-    if array.dtype.kind not in kinds:
-        for row, value in enumerate(values):
-            element = np.asarray(value)
-            if value is None:
-                raise RequestError(field, f"missing value at row {row}")
-            if element.dtype.kind not in kinds or element.ndim != 0:
-                found = _KIND_NAMES.get(element.dtype.kind, str(element.dtype))
-                raise RequestError(
-                    field, f"expected {spec.type}, got {found} {_describe(value)} at row {row}"
-                )
-        raise RequestError(field, f"expected {spec.type} values")
+    except ValueError:
+        array = np.empty(0, dtype=object)  # ragged: the value-by-value path says where
+    if array.ndim != 1 or array.dtype.kind not in kinds:
+        array = _coerce_column(spec, values, field)
     if target is not None and array.dtype != target:
         try:
             array = array.astype(target)
@@ -167,12 +279,31 @@ def _convert_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray[Any
     return array
 
 
+def _missing_rows(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
+    """Which values of an array are missing; None for kinds that cannot hold one."""
+    if array.dtype.kind not in "fMO":
+        return None
+    return np.asarray(pd.isna(array), dtype=bool)
+
+
+def _refuse_where(found: np.ndarray[Any, Any] | None, field: str, what: str) -> None:
+    if found is not None and found.any():
+        row = int(np.argwhere(found)[0][0]) if found.ndim else 0
+        raise RequestError(
+            field, f"{what} value at row {row}: this model cannot take {what} values"
+        )
+
+
 class InputValidator:
     """Turns decoded request payloads into model input, checked against the signature.
 
-    `layout` is what the loaded model is called with: "ndarray" for native flavors that
-    take arrays, "dataframe" for pyfunc. `column_order` is the order the model's features
-    were fitted in (sklearn's feature_names_in_) when it differs from the signature's.
+    `layout` is what the loaded model is called with: "ndarray" for native flavors, which
+    take every column they were fitted on (as arrays where the columns are numeric),
+    "dataframe" for pyfunc, which gets the columns sent, as from MLflow. `column_order` is
+    the order the model's features were fitted in (sklearn's feature_names_in_) when it
+    differs from the signature's. `takes_missing` says where the model takes missing values
+    (NaN, None), `takes_infinite` whether it takes ±inf. `check_params` raises a
+    RequestError for params the model's params schema refuses.
     """
 
     def __init__(
@@ -180,9 +311,16 @@ class InputValidator:
         signature: Signature,
         layout: InputLayout,
         column_order: Sequence[str] | None = None,
+        *,
+        takes_missing: TakesMissing = False,
+        takes_infinite: bool = True,
+        check_params: ParamsCheck | None = None,
     ) -> None:
         self.signature = signature
         self.layout = layout
+        self.takes_missing = takes_missing
+        self.takes_infinite = takes_infinite
+        self._check_params = check_params
         by_name = {spec.name: spec for spec in signature.columns}
         ordered = [by_name[name] for name in column_order] if column_order else []
         self.columns: tuple[ColumnSpec, ...] = tuple(ordered) or signature.columns
@@ -194,6 +332,31 @@ class InputValidator:
         if layout == "ndarray" and len(column_types) == 1 and column_types <= _NUMERIC_TYPES:
             self.array_dtype = _COLUMN_TYPES[column_types.pop()][1]
             self._array_kinds = _COLUMN_TYPES[self.columns[0].type][0]
+        # Positions (in model order) of the columns where some non-finite values are refused.
+        self._refusing = [
+            index
+            for index, spec in enumerate(self.columns)
+            if not (takes_infinite and self._takes_missing(spec.name))
+        ]
+
+    def _takes_missing(self, column: str | None) -> bool:
+        if isinstance(self.takes_missing, bool):
+            return self.takes_missing
+        return column is not None and column in self.takes_missing
+
+    def _refuse_unsupported(
+        self, array: np.ndarray[Any, Any], field: str, column: str | None = None
+    ) -> None:
+        """Missing and infinite values the model cannot take, refused before predict."""
+        if not self._takes_missing(column):
+            _refuse_where(_missing_rows(array), field, "missing")
+        if not self.takes_infinite and array.dtype.kind == "f":
+            _refuse_where(np.isinf(array), field, "infinite")
+
+    def check_params(self, params: Mapping[str, Any] | None) -> None:
+        """Refuses params of the wrong type or shape for the model's params schema."""
+        if params and self._check_params is not None:
+            self._check_params(params)
 
     # --- column signatures ---------------------------------------------------------------
 
@@ -209,7 +372,7 @@ class InputValidator:
         if columns is not None:
             self._check_columns(names, field.rsplit(".", 1)[0] + ".columns")
         if self.array_dtype is not None:
-            fast = self._numeric_rows(data, names)
+            fast = self._numeric_rows(data, names, field)
             if fast is not None:
                 return fast
         rows: list[Any] = data.tolist() if isinstance(data, np.ndarray) else data
@@ -223,7 +386,7 @@ class InputValidator:
         transposed = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         return self._from_columns(dict(zip(names, transposed, strict=True)), field)
 
-    def _numeric_rows(self, data: object, names: list[str]) -> ModelInput | None:
+    def _numeric_rows(self, data: object, names: list[str], field: str) -> ModelInput | None:
         """Whole-array conversion when it clearly fits; None sends it to the precise path."""
         try:
             array = np.asarray(data)
@@ -238,7 +401,13 @@ class InputValidator:
                 return None  # optional columns left out: filled in on the precise path
             array = array[:, [names.index(name) for name in self.column_names]]
         assert self.array_dtype is not None
-        return array.astype(self.array_dtype, copy=False)
+        array = array.astype(self.array_dtype, copy=False)
+        # One pass over the checked columns; which value is refused is found only if any is.
+        if self._refusing and not np.isfinite(array[:, self._refusing]).all():
+            for position in self._refusing:
+                name = self.column_names[position]
+                self._refuse_unsupported(array[:, position], f"{field}.{name}", name)
+        return array
 
     def records(self, records: object, field: str) -> ModelInput:
         """dataframe_records and instances as objects: one mapping per row."""
@@ -248,7 +417,7 @@ class InputValidator:
             if not isinstance(record, dict):
                 raise RequestError(f"{field}[{row_index}]", f"expected an object, got {record!r}")
         if not self.signature.known:
-            return pd.DataFrame.from_records(records)
+            return self._checked_unsigned(pd.DataFrame.from_records(records), field)
         if not self.signature.columns:
             return self.tensors(
                 {key: [record.get(key) for record in records] for key in records[0]}
@@ -266,13 +435,15 @@ class InputValidator:
                     raise RequestError(f"{field}[{row_index}].{spec.name}", "missing column")
                 else:
                     values.append(None)
-            columns[spec.name] = values
+            # An optional column no record has is left out, as a column-major request would.
+            if spec.required or any(spec.name in record for record in records):
+                columns[spec.name] = values
         return self._from_columns(columns, field)
 
     def columns_by_name(self, columns: Mapping[str, Any], field: str) -> ModelInput:
         """Column-major data: instances/inputs as {"column": [values]} and OIP named inputs."""
         if not self.signature.known:
-            return pd.DataFrame(dict(columns))
+            return self._checked_unsigned(pd.DataFrame(dict(columns)), field)
         if not self.signature.columns:
             return self.tensors(columns, field)
         return self._from_columns(columns, field)
@@ -282,50 +453,77 @@ class InputValidator:
         for spec in self.columns:
             if spec.required and spec.name not in present:
                 raise RequestError(f"{field}", f"missing column {spec.name!r}")
+        if len(present) != len(names):
+            # MLflow cannot cast a column it finds twice; which value is meant is unknowable.
+            seen: set[str] = set()
+            for name in names:
+                if name in seen and name in self._column_index:
+                    raise RequestError(field, f"column {name!r} appears more than once")
+                seen.add(name)
 
     def _from_columns(self, columns: Mapping[str, Any], field: str) -> ModelInput:
         length: int | None = None
         converted: dict[str, np.ndarray[Any, Any]] = {}
         for spec in self.columns:
-            values = columns.get(spec.name)
-            if values is None:
+            if spec.name not in columns:
                 if spec.required:
                     raise RequestError(f"{field}.{spec.name}", "missing column")
                 continue
+            values = columns[spec.name]
             if not isinstance(values, list | tuple | np.ndarray):
                 values = [values]
-            array = _convert_column(spec, values, f"{field}.{spec.name}")
+            column_field = f"{field}.{spec.name}"
+            array = _convert_column(spec, values, column_field)
+            self._refuse_unsupported(array, column_field, spec.name)
             if length is None:
                 length = len(array)
             elif len(array) != length:
-                raise RequestError(
-                    f"{field}.{spec.name}", f"has {len(array)} values, other columns {length}"
-                )
+                raise RequestError(column_field, f"has {len(array)} values, other columns {length}")
             converted[spec.name] = array
         rows = length or 0
-        for spec in self.columns:
-            if spec.name not in converted:
-                converted[spec.name] = (
-                    np.full(rows, np.nan)
-                    if spec.type in ("double", "float")
-                    else np.full(rows, None, dtype=object)
-                )
+        if self.layout == "ndarray":
+            for spec in self.columns:
+                if spec.name not in converted:
+                    converted[spec.name] = self._absent_column(spec, rows, field)
+        names = [name for name in self.column_names if name in converted]
         if self.array_dtype is not None:
-            return np.column_stack([converted[name] for name in self.column_names]).astype(
+            return np.column_stack([converted[name] for name in names]).astype(
                 self.array_dtype, copy=False
             )
-        return pd.DataFrame(converted, columns=list(self.column_names))
+        return pd.DataFrame(converted, columns=names)
+
+    def _absent_column(self, spec: ColumnSpec, rows: int, field: str) -> np.ndarray[Any, Any]:
+        """An optional column left out, for a model that needs every column: all missing."""
+        if spec.type not in _NULLABLE_TYPES or not self._takes_missing(spec.name):
+            raise RequestError(
+                f"{field}.{spec.name}",
+                "missing column: optional in the signature, but this model cannot take "
+                "missing values in it",
+            )
+        if spec.type in _FLOATING_TYPES:
+            return np.full(rows, np.nan, dtype=_COLUMN_TYPES[spec.type][1])
+        return np.full(rows, None, dtype=object)
 
     def _unsigned_rows(self, data: object, columns: Sequence[str] | None, field: str) -> ModelInput:
         if columns is not None or self.layout == "dataframe":
             try:
-                return pd.DataFrame(data, columns=list(columns) if columns is not None else None)
+                frame = pd.DataFrame(data, columns=list(columns) if columns is not None else None)
             except ValueError as error:
                 raise RequestError(field, str(error)) from None
+            return self._checked_unsigned(frame, field)
         try:
-            return np.asarray(data)
+            return self._checked_unsigned(np.asarray(data), field)
         except ValueError as error:
             raise RequestError(field, f"not a rectangular array: {error}") from None
+
+    def _checked_unsigned(self, model_input: ModelInput, field: str) -> ModelInput:
+        """Input without a signature, refused if it holds values the model cannot take."""
+        if isinstance(model_input, pd.DataFrame):
+            for column in model_input.columns:
+                self._refuse_unsupported(model_input[column].to_numpy(), f"{field}.{column}")
+        elif isinstance(model_input, np.ndarray):
+            self._refuse_unsupported(model_input, field)
+        return model_input
 
     # --- tensor signatures ---------------------------------------------------------------
 
@@ -333,7 +531,10 @@ class InputValidator:
         """Named tensors (OIP inputs, instances/inputs for tensor signatures)."""
         specs = self.signature.tensors
         if not specs:
-            arrays = {name: np.asarray(value) for name, value in tensors.items()}
+            arrays = {
+                name: self._checked_tensor(np.asarray(value), field)
+                for name, value in tensors.items()
+            }
             if len(arrays) == 1:
                 return next(iter(arrays.values()))
             return {str(name): value for name, value in arrays.items()}
@@ -349,8 +550,7 @@ class InputValidator:
             result[name] = self._tensor(spec, tensors[name], f"{field}.{name}")
         return result
 
-    @staticmethod
-    def _tensor(spec: TensorSpec, value: object, field: str) -> np.ndarray[Any, Any]:
+    def _tensor(self, spec: TensorSpec, value: object, field: str) -> np.ndarray[Any, Any]:
         try:
             array = np.asarray(value)
         except ValueError as error:
@@ -366,7 +566,11 @@ class InputValidator:
             want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
         ):
             raise RequestError(field, f"expected shape {list(spec.shape)}, got {list(array.shape)}")
-        return array.astype(spec.dtype, copy=False)
+        return self._checked_tensor(array.astype(spec.dtype, copy=False), field)
+
+    def _checked_tensor(self, array: np.ndarray[Any, Any], field: str) -> np.ndarray[Any, Any]:
+        self._refuse_unsupported(array, field)
+        return array
 
 
 def row_count(model_input: ModelInput) -> int:
