@@ -13,6 +13,7 @@ FROM python:3.11-slim
 COPY --from=build /opt/mlcycle /opt/mlcycle
 ENV PATH=/opt/mlcycle/bin:$PATH PYTHONUNBUFFERED=1
 USER 65532:65532
-EXPOSE 8080
+# HTTP (MLflow scoring, OIP v2) and OIP v2 over gRPC.
+EXPOSE 8080 8081
 ENTRYPOINT ["mlcycle"]
 CMD ["run"]

@@ -11,7 +11,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Elsewhere for trial runs, which must not replace the figures recorded on a quiet machine.
+RESULTS_DIR = Path(
+    os.environ.get("MLCYCLE_BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
 
 
 def machine() -> dict[str, Any]:

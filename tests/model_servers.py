@@ -95,10 +95,17 @@ def mlcycle_serving(
     port = free_port()
     command = [sys.executable, "-m", "mlcycle.cli", "serve", "--model-uri", model_uri]
     command += ["--host", "127.0.0.1", "--port", str(port), *flags]
+    if "--grpc-port" not in flags and "--no-grpc" not in flags:
+        # A free gRPC port too: the default (8081) would clash with the next server started.
+        command += ["--grpc-port", str(free_port())]
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / f"serve-{port}.log"
     with _process(command, log, env or {}, url, None) as server:
-        eventually(f"{model_uri} server live", lambda: server.get("/v2/health/live").ok)
+        eventually(
+            f"{model_uri} server live",
+            lambda: server.get("/v2/health/live").ok,
+            timeout=LOAD_TIMEOUT,
+        )
         if wait_ready:
             eventually(
                 f"{model_uri} loaded (log {log})",
@@ -117,5 +124,8 @@ def mlflow_serving(model_dir: Path, tmp_path: Path) -> Iterator[Server]:
     command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", "1"]
     log = tmp_path / f"mlflow-serve-{port}.log"
-    with _process(command, log, {}, f"http://127.0.0.1:{port}", "/ping") as server:
+    # MLflow starts `uvicorn` by name: the environment's scripts must be on PATH even when
+    # the tests run without activating it (as `make test` runs them).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    with _process(command, log, {"PATH": path}, f"http://127.0.0.1:{port}", "/ping") as server:
         yield server

@@ -37,6 +37,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from mlcycle.dataplane.server.config import ServerConfig
     from mlcycle.dataplane.server.main import serve
@@ -53,10 +61,15 @@ def _serve(args: argparse.Namespace) -> int:
             model_version=args.model_version,
             host=args.host,
             port=args.port,
+            grpc_port=None if args.no_grpc else args.grpc_port,
             workers=args.workers,
             max_batch_size=args.max_batch_size,
             max_batch_wait_ms=args.max_batch_wait_ms,
             force_pyfunc=args.pyfunc,
+            row_independent=args.row_independent,
+            predict_threads=args.predict_threads,
+            request_timeout_seconds=args.request_timeout_seconds,
+            max_request_bytes=args.max_request_bytes,
             graceful_shutdown_seconds=args.graceful_shutdown_seconds,
             log_level=args.log_level,
             **buckets,
@@ -138,6 +151,7 @@ def _router(args: argparse.Namespace) -> int:
         settings = RouterSettings(
             host=args.host,
             port=args.port,
+            grpc_port=args.grpc_port,
             admin_host=args.admin_host,
             admin_port=args.admin_port,
             config_file=args.config_file,
@@ -233,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-version", help="version label (default: the registry's)")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
+    grpc = serve.add_mutually_exclusive_group()
+    grpc.add_argument(
+        "--grpc-port", type=int, default=8081, help="Open Inference Protocol over gRPC"
+    )
+    grpc.add_argument("--no-grpc", action="store_true", help="serve HTTP only")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve.add_argument("--max-batch-size", type=int, default=64, help="rows per predict call")
     serve.add_argument(
@@ -243,6 +262,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--pyfunc", action="store_true", help="load as MLflow pyfunc even with a native flavor"
+    )
+    serve.add_argument(
+        "--row-independent",
+        type=_boolean,
+        default=None,
+        help="true: each output row depends on its input row alone, so concurrent requests "
+        "may share a predict call; false: never merge (default: known from the flavor)",
+    )
+    serve.add_argument(
+        "--predict-threads", type=int, default=1, help="predicts running at once, off the loop"
+    )
+    serve.add_argument(
+        "--request-timeout-seconds",
+        type=float,
+        default=float(os.environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "60")),
+        help="a prediction not done in this time is answered 504",
+    )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=100 * 1024 * 1024,
+        help="larger request bodies are answered 413",
     )
     serve.add_argument("--graceful-shutdown-seconds", type=float, default=30.0)
     serve.add_argument(
@@ -293,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     router.add_argument("--host", default="0.0.0.0")
     router.add_argument("--port", type=int, default=8080, help="the proxy port")
+    router.add_argument(
+        "--grpc-port", type=int, default=8081, help="the gRPC proxy port (HTTP/2, no TLS)"
+    )
     router.add_argument("--admin-host", default="0.0.0.0")
     router.add_argument("--admin-port", type=int, default=9090, help="/metrics, /healthz, /readyz")
     router.add_argument(

@@ -155,6 +155,26 @@ def _infer(
     )
 
 
+def _grpc_versions(
+    url: str, model: str, row: list[float], headers: dict[str, str], calls: int
+) -> list[str]:
+    """The model_version each of `calls` OIP gRPC infers through the router's gRPC port got."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    host = url.removeprefix("http://").rsplit(":", 1)[0]
+    client = grpcclient.InferenceServerClient(f"{host}:8081")
+    try:
+        tensor = grpcclient.InferInput("input-0", [1, 4], "FP64")
+        tensor.set_data_from_numpy(np.array([row], dtype=np.float64))
+        return [
+            client.infer(model, [tensor], headers=headers).get_response().model_version
+            for _ in range(calls)
+        ]
+    finally:
+        client.close()
+
+
 @dataclass
 class Load:
     """A steady request stream; what answered, by version, stamped with wall-clock time to
@@ -896,6 +916,10 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
             for _ in range(20)
         )
         assert pinned == {"1": 20}
+        # gRPC clients (tritonclient's) reach the router's gRPC port with the same pinning.
+        grpc_answered = _grpc_versions(url, iris.name, iris.rows[0], {"x-group": "b"}, 10)
+        grpc_answered += _grpc_versions(url, iris.name, iris.rows[0], {}, 10)
+        assert Counter(grpc_answered) == {"1": 10, "2": 10}, grpc_answered
         start = time.time()
         time.sleep(2)
         assert set(load.split(start)) == {"2"}

@@ -65,3 +65,25 @@ def test_identify_relabels_what_follows() -> None:
     metrics.observe_request("v2", 200, 0.001)
     versions = {dict(k)["version"] for k in samples(metrics, "mlcycle_model_requests_total")}
     assert versions == {"", "7"}
+
+
+def test_an_alias_labels_nothing_until_resolved_so_no_empty_version_series_remains() -> None:
+    from mlcycle.dataplane.server.source import provisional_identity
+
+    provisional = provisional_identity("models:/iris@champion")
+    assert not provisional.resolved
+    metrics = ServerMetrics(provisional)
+    metrics.observe_request("v2", 503, 0.001)  # answered while the alias was being resolved
+    metrics.identify(ModelIdentity("iris", "7"))
+    metrics.load_seconds.set(1.5)
+    metrics.observe_batch(1, np.array([1]), True, ())
+    metrics.observe_request("v2", 200, 0.001)
+    versions = {
+        dict(labels)["version"]
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for labels in [tuple(sample.labels.items()) for sample in family.samples]
+        if dict(labels).get("model") == "iris"
+    }
+    assert versions == {"7"}
+    assert provisional_identity("models:/iris/3").resolved
+    assert provisional_identity("models:/iris@champion", version_override="3").resolved

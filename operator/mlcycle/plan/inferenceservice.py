@@ -70,6 +70,8 @@ from mlcycle.plan.ownership import controller_reference
 from mlcycle.plan.registry_writeback import queued
 from mlcycle.plan.serving_names import (
     COMPONENT_LABEL,
+    GRPC_PORT,
+    GRPC_PORT_NAME,
     MODEL_SERVER_COMPONENT,
     ROUTER_COMPONENT,
     VERSION_LABEL,
@@ -828,10 +830,13 @@ def server_deployment(
         # pod's own address is right for both.
         "--host=$(POD_IP)",
         f"--port={SERVER_PORT}",
+        f"--grpc-port={GRPC_PORT}",
     ]
     if server.batching is not None:
         args.append(f"--max-batch-size={server.batching.max_batch_size}")
         args.append(f"--max-batch-wait-ms={server.batching.max_latency_ms}")
+        if server.batching.row_independent is not None:
+            args.append(f"--row-independent={str(server.batching.row_independent).lower()}")
     env: list[dict[str, Any]] = [dict(_POD_IP_ENV)]
     if tracking_uri is not None:
         env.extend(mlflow_env(tracking_uri, credentials_secret))
@@ -841,7 +846,10 @@ def server_deployment(
         "command": ["mlcycle"],
         "args": args,
         "env": env,
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
+            {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "readinessProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http"},
             "periodSeconds": 2,
@@ -980,7 +988,12 @@ def router_config(isvc: InferenceService, plan: RolloutPlan) -> RouterConfig:
 
 
 def _backend(isvc: InferenceService, version: str) -> dict[str, Any]:
-    return {"service": version_name(isvc, version), "port": "http", "version": version}
+    return {
+        "service": version_name(isvc, version),
+        "port": "http",
+        "grpcPort": GRPC_PORT_NAME,
+        "version": version,
+    }
 
 
 def router_configmap(isvc: InferenceService, config: RouterConfig) -> dict[str, Any]:
@@ -1006,12 +1019,14 @@ def router_deployment(isvc: InferenceService, image: str = DEFAULT_IMAGE) -> dic
             "--namespace=$(POD_NAMESPACE)",
             "--host=$(POD_IP)",
             f"--port={ROUTER_PORT}",
+            f"--grpc-port={GRPC_PORT}",
             "--admin-host=$(POD_IP)",
             f"--admin-port={ROUTER_ADMIN_PORT}",
         ],
         "env": [dict(_POD_IP_ENV), dict(_NAMESPACE_ENV)],
         "ports": [
             {"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"},
+            {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {

@@ -61,6 +61,11 @@ class Batching(ApiModel):
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_latency_ms: int = Field(5, ge=0, le=10000)
     """How long a request may wait for its batch to fill."""
+    row_independent: bool | None = None
+    """Whether each prediction depends on its own input row alone, so that concurrent
+    requests may share one predict call. Unset: true for scikit-learn, xgboost, lightgbm and
+    onnx models; any other model (a custom pyfunc may compute across its whole input) is
+    called with one request's rows at a time. Set true only for a model that is."""
 
 
 class ServerSpec(WorkloadTemplate):

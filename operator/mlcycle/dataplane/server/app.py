@@ -2,7 +2,14 @@
 
 The server is live as soon as it listens; the model loads in a background thread (retried
 with backoff), and until it has loaded, readiness (/v2/health/ready, /ping, /health) and
-inference answer 503 with the reason.
+inference answer 503 with the reason. With several worker processes, a worker is ready
+only once every worker has loaded, so no request after readiness meets a loading worker.
+
+Predictions run in worker threads (batching.py); the event loop only parses, routes and
+encodes, so probes and /metrics answer within milliseconds during the slowest predict.
+What a client gets wrong is a 4xx, never a 500: 400 for input that does not fit, 405
+with `Allow`, 413 for a body over `max_request_bytes` (refused unread), 415 for a content
+type the protocol does not have; 504 when the prediction outlasts `request_timeout_seconds`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from importlib import metadata
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from mlcycle.api.redaction import redact_text
@@ -26,9 +34,19 @@ from mlcycle.dataplane.server.encoding import dumps
 from mlcycle.dataplane.server.flavors import LoadedModel, load_model_dir
 from mlcycle.dataplane.server.inference import Inference
 from mlcycle.dataplane.server.metrics import ServerMetrics
-from mlcycle.dataplane.server.oip import encode_oip_infer, oip_error, parse_oip_infer
+from mlcycle.dataplane.server.oip import (
+    BINARY_CONTENT_TYPE,
+    HEADER_LENGTH,
+    encode_oip_infer,
+    model_metadata,
+    oip_error,
+    oip_output_names,
+    parse_oip_infer,
+    server_metadata,
+)
+from mlcycle.dataplane.server.readiness import WorkerReadiness
 from mlcycle.dataplane.server.scoring import encode_invocations, mlflow_error, parse_invocations
-from mlcycle.dataplane.server.signature import RequestError, signature_as_json
+from mlcycle.dataplane.server.signature import RequestError
 from mlcycle.dataplane.server.source import (
     ModelIdentity,
     local_model_dir,
@@ -41,7 +59,23 @@ logger = logging.getLogger(__name__)
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Response = tuple[int, bytes, bytes]  # status, body, content type
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class RequestTooLargeError(Exception):
+    """The body is larger than the server accepts: answered 413."""
+
+
+class PredictionTimeoutError(Exception):
+    """The prediction did not come within the request timeout: answered 504."""
+
 
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
@@ -51,15 +85,23 @@ PROTOCOL_V2 = "v2"
 MODELS_PREFIX = "/v2/models/"
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    declared = _header(scope, b"content-length")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(f"request body of {declared} bytes is over the {limit} accepted")
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body"):
         return body
     chunks = [body]
+    size = len(body)
     while message.get("more_body"):
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:  # chunked: no length to check up front
+            raise RequestTooLargeError(f"request body is over the {limit} bytes accepted")
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -96,7 +138,11 @@ class ModelServer:
         self.model: LoadedModel | None = None
         self.batcher: MicroBatcher | None = None
         self.not_ready_reason = "model is loading"
+        self.workers = WorkerReadiness.from_environment()
+        self._executor = ThreadPoolExecutor(config.predict_threads, thread_name_prefix="predict")
         self._output_names: tuple[str, ...] = ()
+        self.oip_output_names: tuple[str, ...] = ()
+        """Output names as OIP metadata announces them, so infer answers with the same."""
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exact_routes: dict[str, Callable[[Scope, Receive], Awaitable[Response]]] = {
@@ -126,35 +172,48 @@ class ModelServer:
             protocol = PROTOCOL_V2
         try:
             if route is not None:
-                status, body, content_type = await route(scope, receive)
+                response = await route(scope, receive)
             elif path.startswith(MODELS_PREFIX):
-                status, body, content_type = await self._models_route(scope, receive)
+                response = await self._models_route(scope, receive)
             else:
-                status, body, content_type = 404, oip_error(f"no route {path}"), JSON
+                response = Response(404, oip_error(f"no route {path}"), JSON)
+        except RequestTooLargeError as error:
+            response = _error(protocol, 413, str(error), "RESOURCE_EXHAUSTED")
         except Exception as error:  # e.g. an output that cannot be encoded: answered and counted
-            status, body, content_type = 500, oip_error(server_error(path, error)), JSON
+            response = Response(500, oip_error(server_error(path, error)), JSON)
         await send(
             {
                 "type": "http.response.start",
-                "status": status,
+                "status": response.status,
                 "headers": [
-                    (b"content-type", content_type),
-                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", response.content_type),
+                    (b"content-length", str(len(response.body)).encode()),
+                    *response.headers,
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": response.body})
         if protocol:  # inference only: probes and scrapes would drown the request figures
-            self.metrics.observe_request(protocol, status, time.perf_counter() - started)
+            self.metrics.observe_request(protocol, response.status, time.perf_counter() - started)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        stop_grpc: Callable[[], Awaitable[None]] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.start_loading()
+                if self.config.grpc_port is not None:
+                    from mlcycle.dataplane.server.grpc_servicer import start_grpc
+
+                    stop_grpc = await start_grpc(self)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._stopping.set()
+                self.workers.forget()
+                if stop_grpc is not None:  # its calls in flight finish, as HTTP's just did
+                    await stop_grpc()
+                # Requests in flight have been answered by now (uvicorn drains them first).
+                self._executor.shutdown(wait=False, cancel_futures=True)
                 if self.metrics.multiprocess_dir is not None:
                     from prometheus_client import multiprocess
 
@@ -205,6 +264,7 @@ class ModelServer:
             gc.freeze()
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self.serve_model, model)
+            self.workers.loaded()
             logger.info(
                 "model %s version %s loaded (%s flavor) in %.2fs",
                 self.identity.name,
@@ -221,14 +281,24 @@ class ModelServer:
         def observe(rows: int, output: Any) -> None:
             self.metrics.observe_batch(rows, output, model.is_classifier, output_names)
 
+        loop = asyncio.get_running_loop()
+
+        def run(job: Callable[[], Any]) -> Awaitable[Any]:
+            return loop.run_in_executor(self._executor, job)
+
+        merge = self.config.row_independent
         self.batcher = MicroBatcher(
             model.predict,
-            loop_scheduler(asyncio.get_running_loop()),
+            loop_scheduler(loop),
+            run,
+            merge=model.row_independent if merge is None else merge,
             max_batch_size=self.config.max_batch_size,
             max_wait_seconds=self.config.max_batch_wait_ms / 1000,
+            concurrency=self.config.predict_threads,
             observe=observe,
         )
         self._output_names = output_names
+        self.oip_output_names = oip_output_names(model.signature)
         self.model = model
 
     # --- inference -----------------------------------------------------------------------
@@ -240,34 +310,41 @@ class ModelServer:
         """
         if inference.rows == 0:
             raise RequestError("", "no rows to predict")
-        if inference.params and model.accepts_params:
-            # Requests with their own params cannot share a predict call with others.
-            try:
-                output = model.predict(inference.model_input, params=inference.params)
-            except Exception as error:
-                raise PredictionError(error) from error
-            self.metrics.observe_batch(
-                inference.rows, output, model.is_classifier, self._output_names
-            )
-            return output
+        params = inference.params if inference.params and model.accepts_params else None
         assert self.batcher is not None
-        return await self.batcher.predict(inference.model_input, inference.rows)
+        try:
+            return await asyncio.wait_for(
+                self.batcher.predict(inference.model_input, inference.rows, params),
+                self.config.request_timeout_seconds,
+            )
+        except TimeoutError:
+            raise PredictionTimeoutError(
+                f"no prediction within {self.config.request_timeout_seconds:g}s"
+            ) from None
 
     async def _invocations(self, scope: Scope, receive: Receive) -> Response:
         if scope["method"] != "POST":
-            return 405, mlflow_error("use POST", "BAD_REQUEST"), JSON
-        body = await _read_body(receive)
+            return _method_not_allowed(PROTOCOL_MLFLOW)
+        body = await _read_body(scope, receive, self.config.max_request_bytes)
         model = self.model
         if model is None:
-            return 503, mlflow_error(self.not_ready_reason, "TEMPORARILY_UNAVAILABLE"), JSON
+            return _error(PROTOCOL_MLFLOW, 503, self.not_ready_reason, "TEMPORARILY_UNAVAILABLE")
         try:
             inference = parse_invocations(body, _header(scope, b"content-type"), model.validator)
             output = await self.infer(model, inference)
-            return 200, encode_invocations(output), JSON
-        except RequestError as error:
-            return 400, mlflow_error(str(error), "BAD_REQUEST"), JSON
-        except PredictionError as error:
-            return 500, mlflow_error(server_error(scope["path"], error), "INTERNAL_ERROR"), JSON
+            return Response(200, encode_invocations(output), JSON)
+        except Exception as error:
+            return self._failure(PROTOCOL_MLFLOW, scope["path"], error)
+
+    def _failure(self, protocol: str, path: str, error: Exception) -> Response:
+        """The answer to a request that raised: 4xx for the caller's mistakes, 5xx for ours."""
+        if isinstance(error, RequestError):  # 400, or 415 for a content type
+            return _error(protocol, error.status, str(error), "BAD_REQUEST")
+        if isinstance(error, PredictionTimeoutError):
+            return _error(protocol, 504, str(error), "DEADLINE_EXCEEDED")
+        if isinstance(error, PredictionError):
+            return _error(protocol, 500, server_error(path, error), "INTERNAL_ERROR")
+        raise error
 
     async def _models_route(self, scope: Scope, receive: Receive) -> Response:
         parts = scope["path"][len(MODELS_PREFIX) :].rstrip("/").split("/")
@@ -277,68 +354,82 @@ class ModelServer:
             version, rest = rest[1], rest[2:]
         action = rest[0] if len(rest) == 1 else ("" if not rest else None)
         if action not in ("", "ready", "infer"):
-            return 404, oip_error(f"no route {scope['path']}"), JSON
-        if name != self.identity.name or (version and version != self.identity.version):
-            served = self.identity.name + (
-                f" version {self.identity.version}" if self.identity.version else ""
-            )
-            missing = name + (f" version {version}" if version else "")
-            return 404, oip_error(f"model {missing} not found; this server serves {served}"), JSON
+            return Response(404, oip_error(f"no route {scope['path']}"), JSON)
+        if refused := self.identity.refuses(name, version):
+            return Response(404, oip_error(refused), JSON)
         if action == "infer":
             return await self._oip_infer(scope, receive)
         if action == "ready":
-            ready = self.model is not None
+            ready = self.is_ready()
             document: dict[str, Any] = {"name": name, "ready": ready}
             if not ready:
-                document["reason"] = self.not_ready_reason
-            return (200 if ready else 503), dumps(document), JSON
+                document["reason"] = self.not_ready_explanation()
+            return Response(200 if ready else 503, dumps(document), JSON)
         return self._model_metadata()
 
     async def _oip_infer(self, scope: Scope, receive: Receive) -> Response:
         if scope["method"] != "POST":
-            return 405, oip_error("use POST"), JSON
-        body = await _read_body(receive)
+            return _method_not_allowed(PROTOCOL_V2)
+        body = await _read_body(scope, receive, self.config.max_request_bytes)
         model = self.model
         if model is None:
-            return 503, oip_error(self.not_ready_reason), JSON
+            return Response(503, oip_error(self.not_ready_reason), JSON)
         try:
-            inference = parse_oip_infer(body, model.validator)
+            header_length = _header(scope, HEADER_LENGTH) or None
+            inference = parse_oip_infer(body, header_length, model.validator)
             output = await self.infer(model, inference)
-            return 200, encode_oip_infer(output, self.identity, inference, self._output_names), JSON
-        except RequestError as error:
-            return 400, oip_error(str(error)), JSON
-        except PredictionError as error:
-            return 500, oip_error(server_error(scope["path"], error)), JSON
+            encoded, json_length = encode_oip_infer(
+                output, self.identity, inference, self.oip_output_names
+            )
+            if json_length is None:
+                return Response(200, encoded, JSON)
+            headers = ((HEADER_LENGTH, str(json_length).encode()),)
+            return Response(200, encoded, BINARY_CONTENT_TYPE, headers)
+        except Exception as error:
+            return self._failure(PROTOCOL_V2, scope["path"], error)
 
     # --- health and metadata -------------------------------------------------------------
 
+    def is_ready(self) -> bool:
+        return self.model is not None and self.workers.all_loaded()
+
+    def not_ready_explanation(self) -> str:
+        if self.model is None:
+            return self.not_ready_reason
+        return self.workers.waiting_reason()
+
     def _not_ready(self) -> Response:
-        return 503, dumps({"ready": False, "reason": self.not_ready_reason}), JSON
+        return Response(503, dumps({"ready": False, "reason": self.not_ready_explanation()}), JSON)
 
     async def _ping(self, scope: Scope, receive: Receive) -> Response:
-        return (200, b"\n", TEXT) if self.model is not None else self._not_ready()
+        return Response(200, b"\n", TEXT) if self.is_ready() else self._not_ready()
 
     async def _live(self, scope: Scope, receive: Receive) -> Response:
-        return 200, b'{"live":true}', JSON
+        return Response(200, b'{"live":true}', JSON)
 
     async def _ready(self, scope: Scope, receive: Receive) -> Response:
-        return (200, b'{"ready":true}', JSON) if self.model is not None else self._not_ready()
+        return Response(200, b'{"ready":true}', JSON) if self.is_ready() else self._not_ready()
 
     async def _server_metadata(self, scope: Scope, receive: Receive) -> Response:
-        document = {"name": "mlcycle", "version": metadata.version("mlcycle"), "extensions": []}
-        return 200, dumps(document), JSON
+        return Response(200, dumps(server_metadata()), JSON)
 
     def _model_metadata(self) -> Response:
         model = self.model
         if model is None:
             return self._not_ready()
-        document = {
-            "name": self.identity.name,
-            "versions": [self.identity.version] if self.identity.version else [],
-            "platform": f"mlflow_{model.flavor}",
-            **signature_as_json(model.signature),
-        }
-        return 200, dumps(document), JSON
+        return Response(200, dumps(model_metadata(self.identity, model)), JSON)
 
     async def _metrics(self, scope: Scope, receive: Receive) -> Response:
-        return 200, self.metrics.exposition(), self.metrics.content_type.encode()
+        return Response(200, self.metrics.exposition(), self.metrics.content_type.encode())
+
+
+def _error(protocol: str, status: int, message: str, mlflow_code: str) -> Response:
+    """An error in the body shape of the request's protocol."""
+    if protocol == PROTOCOL_MLFLOW:
+        return Response(status, mlflow_error(message, mlflow_code), JSON)
+    return Response(status, oip_error(message), JSON)
+
+
+def _method_not_allowed(protocol: str) -> Response:
+    response = _error(protocol, 405, "use POST", "BAD_REQUEST")
+    return Response(response.status, response.body, JSON, ((b"allow", b"POST"),))

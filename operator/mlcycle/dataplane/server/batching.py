@@ -1,29 +1,38 @@
-"""Adaptive micro-batching: concurrent requests share one predict call.
+"""Predict off the event loop, one request per call or, for row-independent models, merged.
 
-A request's rows wait in a queue; the queue is flushed at the end of the event-loop turn in
-which it started (so whatever arrived together is predicted together, and a lone request
-waits for nothing), or after `max_wait` when that is set, or at once when `max_batch_size`
-rows are queued. Under light load batches are single requests; under heavy load they grow
-up to the cap, because requests keep arriving while the previous predict runs.
+Every predict runs in a worker thread (`run`), never on the event loop: probes, metrics
+and new connections are answered within milliseconds while a slow model computes. At most
+`concurrency` predicts run at once (one by default: a pyfunc model need not be
+thread-safe); requests arriving meanwhile wait in a queue, in order.
 
-Predict runs inline on the event loop: for the small tabular models this server is built
-for, a thread hop costs more than the predict itself. Every caller gets its own rows of
-the output back. A predict that raises fails only the requests that caused it: a failed
-batch of several requests is retried one request at a time.
+When the model is row-independent (each output row depends on its input row alone, as for
+scikit-learn, xgboost, lightgbm and onnx predict, or as the user declares), queued requests
+are merged into one predict call of at most `max_batch_size` rows: whatever arrived in the
+same event-loop turn (so a lone request waits for nothing), or within `max_wait` when that
+is set, or while the previous predict ran. Under light load batches are single requests;
+under heavy load they grow up to the cap. Any other model is called with exactly one
+caller's rows, as `mlflow models serve` would: a model computing across its whole input
+must never see another caller's rows.
+
+Every caller gets its own rows of the output back. A merged predict that raises, or whose
+output is not one row per input row, is redone one request at a time, so a bad request
+fails alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from mlcycle.dataplane.server.signature import ModelInput
+
+T = TypeVar("T")
 
 
 class PredictionError(Exception):
@@ -44,6 +53,10 @@ class Cancellable(Protocol):
 
 # (delay in seconds, callback) -> handle; delay 0 means "at the end of this loop turn".
 Scheduler = Callable[[float, Callable[[], None]], Cancellable]
+# Runs a blocking job away from the event loop (a thread pool) and awaits its result.
+Runner = Callable[[Callable[[], Any]], Awaitable[Any]]
+Predict = Callable[..., Any]
+Observe = Callable[[int, Any], None]
 
 
 def loop_scheduler(loop: asyncio.AbstractEventLoop) -> Scheduler:
@@ -57,7 +70,22 @@ def loop_scheduler(loop: asyncio.AbstractEventLoop) -> Scheduler:
 class _Queued:
     model_input: ModelInput
     rows: int
+    params: dict[str, Any] | None
     result: asyncio.Future[Any]
+
+    @property
+    def mergeable(self) -> bool:
+        # Requests with their own params cannot share a predict call with others.
+        return self.params is None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    value: Any = None
+    error: BaseException | None = None
+    rows: int = 0
+    output: Any = None
+    """The whole output of the predict call this caller took part in, for metrics."""
 
 
 def concatenate(inputs: list[ModelInput]) -> ModelInput:
@@ -92,38 +120,83 @@ def split_rows(output: Any, sizes: list[int]) -> list[Any] | None:
     return None
 
 
+def _predict_alone(predict: Predict, item: _Queued) -> _Outcome:
+    try:
+        if item.params is None:
+            output = predict(item.model_input)
+        else:
+            output = predict(item.model_input, params=item.params)
+    except Exception as error:
+        return _Outcome(error=PredictionError(error))
+    return _Outcome(value=output, rows=item.rows, output=output)
+
+
+def predict_batch(predict: Predict, batch: list[_Queued]) -> tuple[list[_Outcome], bool]:
+    """Runs in the worker thread: each caller's outcome, and whether the merge held.
+
+    The second value is False when a merged output was not one row per input row: such a
+    model is not row-independent after all and is never merged again.
+    """
+    if len(batch) == 1:
+        return [_predict_alone(predict, batch[0])], True
+    try:
+        output = predict(concatenate([item.model_input for item in batch]))
+    except Exception:
+        return [_predict_alone(predict, item) for item in batch], True
+    parts = split_rows(output, [item.rows for item in batch])
+    if parts is None:
+        return [_predict_alone(predict, item) for item in batch], False
+    rows = sum(item.rows for item in batch)
+    outcomes = [_Outcome(value=part) for part in parts]
+    outcomes[0] = _Outcome(value=parts[0], rows=rows, output=output)  # observed once
+    return outcomes, True
+
+
 class MicroBatcher:
     def __init__(
         self,
-        predict: Callable[[ModelInput], Any],
+        predict: Predict,
         schedule: Scheduler,
+        run: Runner,
         *,
+        merge: bool,
         max_batch_size: int,
         max_wait_seconds: float = 0.0,
-        observe: Callable[[int, Any], None] | None = None,
+        concurrency: int = 1,
+        observe: Observe | None = None,
     ) -> None:
         self._predict = predict
         self._schedule = schedule
+        self._run = run
+        self.merge = merge
         self.max_batch_size = max_batch_size
         self.max_wait_seconds = max_wait_seconds
+        self.concurrency = concurrency
         self._observe = observe
         self._queue: deque[_Queued] = deque()
         self._queued_rows = 0
+        self._running = 0
         self._flush_handle: Cancellable | None = None
-        # Cleared when a model's output turns out not to be one row per input row: such a
-        # model is then always called one request at a time.
-        self.splittable = True
+        self._tasks: set[asyncio.Future[None]] = set()
 
-    async def predict(self, model_input: ModelInput, rows: int) -> Any:
-        """This caller's predictions, predicted together with whoever else is queued."""
+    async def predict(
+        self, model_input: ModelInput, rows: int, params: dict[str, Any] | None = None
+    ) -> Any:
+        """This caller's predictions; raises PredictionError when the model raised on them."""
         result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(model_input, rows, result))
+        self._queue.append(_Queued(model_input, rows, params, result))
         self._queued_rows += rows
-        if self._queued_rows >= self.max_batch_size:
+        if self._running >= self.concurrency:
+            pass  # the next batch starts when a running predict ends
+        elif not self.merge or self._queued_rows >= self.max_batch_size:
             self._flush_now()
         elif self._flush_handle is None:
             self._flush_handle = self._schedule(self.max_wait_seconds, self.flush)
         return await result
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     def _flush_now(self) -> None:
         if self._flush_handle is not None:
@@ -131,51 +204,55 @@ class MicroBatcher:
         self.flush()
 
     def flush(self) -> None:
-        """Predict every queued request, at most max_batch_size rows per predict call."""
+        """Start predicts for queued requests while fewer than `concurrency` run."""
         self._flush_handle = None
-        while self._queue:
-            batch = [self._queue.popleft()]
-            rows = batch[0].rows
-            while (
-                self.splittable
-                and self._queue
-                and rows + self._queue[0].rows <= self.max_batch_size
-            ):
-                rows += self._queue[0].rows
-                batch.append(self._queue.popleft())
-            self._queued_rows -= rows
-            self._run(batch)
+        while self._queue and self._running < self.concurrency:
+            batch = self._next_batch()
+            if batch:
+                self._running += 1
+                task = asyncio.ensure_future(self._predict_batch(batch))
+                self._tasks.add(task)  # the loop keeps only a weak reference
+                task.add_done_callback(self._tasks.discard)
 
-    def _run(self, batch: list[_Queued]) -> None:
-        live = [item for item in batch if not item.result.done()]  # callers gone are skipped
-        if not live:
-            return
-        if len(live) == 1:
-            self._run_alone(live[0])
-            return
-        try:
-            output = self._predict(concatenate([item.model_input for item in live]))
-        except Exception:
-            for item in live:
-                self._run_alone(item)
-            return
-        parts = split_rows(output, [item.rows for item in live])
-        if parts is None:
-            self.splittable = False
-            for item in live:
-                self._run_alone(item)
-            return
-        if self._observe is not None:
-            self._observe(sum(item.rows for item in live), output)
-        for item, part in zip(live, parts, strict=True):
-            item.result.set_result(part)
+    def _next_batch(self) -> list[_Queued]:
+        first = self._queue.popleft()
+        self._queued_rows -= first.rows
+        batch = [first]
+        rows = first.rows
+        while (
+            self.merge
+            and first.mergeable
+            and self._queue
+            and self._queue[0].mergeable
+            and rows + self._queue[0].rows <= self.max_batch_size
+        ):
+            item = self._queue.popleft()
+            self._queued_rows -= item.rows
+            rows += item.rows
+            batch.append(item)
+        return [item for item in batch if not item.result.done()]  # callers gone are skipped
 
-    def _run_alone(self, item: _Queued) -> None:
+    async def _predict_batch(self, batch: list[_Queued]) -> None:
         try:
-            output = self._predict(item.model_input)
-        except Exception as error:
-            item.result.set_exception(PredictionError(error))
-            return
-        if self._observe is not None:
-            self._observe(item.rows, output)
-        item.result.set_result(output)
+            outcomes, merge_held = await self._run(lambda: predict_batch(self._predict, batch))
+            if not merge_held:
+                self.merge = False
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if outcome.output is not None and self._observe is not None:
+                    self._observe(outcome.rows, outcome.output)
+                if item.result.done():  # timed out meanwhile
+                    continue
+                if outcome.error is not None:
+                    item.result.set_exception(outcome.error)
+                else:
+                    item.result.set_result(outcome.value)
+        except BaseException as error:  # the runner itself failed: nobody may hang
+            for item in batch:
+                if not item.result.done():
+                    item.result.set_exception(PredictionError(error))
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            self._running -= 1
+            if self._queue:
+                self.flush()

@@ -23,6 +23,13 @@ class ServerConfig(BaseModel):
     )
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int | None = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol over gRPC, on the same host (8081 as "
+        "in KServe and MLServer); None serves HTTP only.",
+    )
     workers: int = Field(default=1, ge=1, description="Processes sharing the port.")
     max_batch_size: int = Field(default=64, ge=1, description="Rows per predict call at most.")
     max_batch_wait_ms: float = Field(
@@ -30,6 +37,29 @@ class ServerConfig(BaseModel):
         ge=0,
         description="How long a partial batch may wait for more requests; 0 batches only what "
         "arrived in the same event-loop turn, adding no latency.",
+    )
+    row_independent: bool | None = Field(
+        default=None,
+        description="Whether each output row depends on its input row alone, so concurrent "
+        "requests may be merged into one predict call. Unset: known for the scikit-learn, "
+        "xgboost, lightgbm and onnx flavors; any other model gets one predict per request.",
+    )
+    predict_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Predicts running at once, each in a worker thread off the event loop; "
+        "more only for thread-safe models that release the GIL.",
+    )
+    request_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a request may wait for its prediction before a 504 (MLflow's "
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT, 60 s by default, is the model for this).",
+    )
+    max_request_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1,
+        description="Largest request body accepted; a larger one is answered 413 unread.",
     )
     force_pyfunc: bool = Field(default=False, description="Skip native flavors; load as pyfunc.")
     graceful_shutdown_seconds: float = Field(

@@ -5,6 +5,12 @@ counts what the model answers — classes per output for classifiers, a value hi
 output for regressors — so a rollout can compare a candidate's predictions with the
 stable version's, not only its error rate.
 
+Nothing is labelled with an identity that is not resolved yet: a server started on
+`models:/name@alias` labels nothing until the alias has been resolved to a version, so
+no `version=""` series stands beside the real one (in multiprocess mode a series, once
+written, cannot be taken back). Requests answered before that (503s while resolving) are
+counted by whoever routed them, not here.
+
 With several worker processes, values live in prometheus-client's multiprocess files
 (PROMETHEUS_MULTIPROC_DIR, set by the process entry before any worker imports
 prometheus_client) and /metrics of any worker aggregates all of them.
@@ -120,9 +126,11 @@ class ServerMetrics:
 
     def identify(self, identity: ModelIdentity) -> None:
         """Label what follows with this identity (an alias resolved to its version)."""
+        self.resolved = identity.resolved
         self._labels = {"model": identity.name, "version": identity.version}
-        self.batch_size = self._batch_size.labels(**self._labels)
-        self.load_seconds = self._load_seconds.labels(**self._labels)
+        if identity.resolved:
+            self.batch_size = self._batch_size.labels(**self._labels)
+            self.load_seconds = self._load_seconds.labels(**self._labels)
         # Children are looked up once per label combination: labels() costs more than inc().
         self._request_children: dict[tuple[str, int], Any] = {}
         self._duration_children: dict[str, Any] = {}
@@ -131,6 +139,8 @@ class ServerMetrics:
         self._value_children: dict[str, Any] = {}
 
     def observe_request(self, protocol: str, code: int, seconds: float) -> None:
+        if not self.resolved:
+            return
         counter = self._request_children.get((protocol, code))
         if counter is None:
             counter = self.requests.labels(**self._labels, protocol=protocol, code=str(code))

@@ -22,6 +22,16 @@ class ModelIdentity:
 
     name: str
     version: str
+    resolved: bool = True
+    """False while an alias's version is not yet known: nothing is labelled with it then."""
+
+    def refuses(self, name: str, version: str) -> str | None:
+        """Why a request naming this model (and version, if any) is not for this server."""
+        if name == self.name and (not version or version == self.version):
+            return None
+        served = self.name + (f" version {self.version}" if self.version else "")
+        missing = name + (f" version {version}" if version else "")
+        return f"model {missing} not found; this server serves {served}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,9 @@ def provisional_identity(
     match = _REGISTRY_VERSION.match(uri)
     version = match["version"] if match else ""
     return ModelIdentity(
-        name=name_override or _name_from_uri(uri), version=version_override or version
+        name=name_override or _name_from_uri(uri),
+        version=version_override or version,
+        resolved=bool(version_override) or not _REGISTRY_ALIAS.match(uri),
     )
 
 
@@ -60,7 +72,7 @@ def resolve_source(
         version = str(MlflowClient().get_model_version_by_alias(name, match["alias"]).version)
         return ModelSource(
             uri=f"models:/{name}/{version}",
-            identity=ModelIdentity(identity.name, version_override or version),
+            identity=ModelIdentity(identity.name, version_override or version, resolved=True),
         )
     return ModelSource(uri=uri, identity=identity)
 
