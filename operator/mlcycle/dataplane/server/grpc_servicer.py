@@ -38,7 +38,6 @@ from mlcycle.dataplane.server.oip_codec import (
     encode_raw,
     inference_from_tensors,
     model_metadata,
-    oip_output_names,
     output_tensors,
     server_metadata,
 )
@@ -269,7 +268,7 @@ class InferenceServicer:
                 model.validator,
             )
             output = await server.infer(model, inference)
-            tensors = output_tensors(output, oip_output_names(model.signature), requested)
+            tensors = output_tensors(output, server.oip_output_names, requested)
             return infer_response(tensors, request, server.identity.name, server.identity.version)
         except RequestError as error:
             raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
