@@ -68,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
             force_pyfunc=args.pyfunc,
             row_independent=args.row_independent,
             predict_threads=args.predict_threads,
+            inline_predict_ms=args.inline_predict_ms,
             request_timeout_seconds=args.request_timeout_seconds,
             max_request_bytes=args.max_request_bytes,
             graceful_shutdown_seconds=args.graceful_shutdown_seconds,
@@ -272,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--predict-threads", type=int, default=1, help="predicts running at once, off the loop"
+    )
+    serve.add_argument(
+        "--inline-predict-ms",
+        type=float,
+        default=1.0,
+        help="native-flavor predicts measured below this run on the event loop (0: never)",
     )
     serve.add_argument(
         "--request-timeout-seconds",

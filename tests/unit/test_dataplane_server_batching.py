@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle.dataplane.server.batching import MicroBatcher, PredictionError, split_rows
+from mlcycle.dataplane.server.batching import (
+    Deadlines,
+    MicroBatcher,
+    PredictionError,
+    PredictionTimeoutError,
+    split_rows,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -335,5 +341,39 @@ def test_concurrency_bounds_the_predicts_running_at_once() -> None:
         thread.release_one()
         thread.release_one()
         assert [list(r) for r in await asyncio.gather(*callers)] == [[10], [20], [30]]
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_gets_a_timeout_error_when_the_predict_outlasts_its_deadline() -> None:
+    async def scenario() -> None:
+        clock, model, thread = ManualClock(), RecordingModel(), ManualThread(held=True)
+        batcher = batcher_for(model.predict, clock, thread)
+        call = asyncio.ensure_future(batcher.predict(rows(1), 1, within_seconds=0.01))
+        await settle()
+        clock.advance(0)
+        with pytest.raises(PredictionTimeoutError, match=r"no prediction within 0\.01s"):
+            await call
+        thread.release_one()  # the predict ends later; nobody is left to answer
+        await settle()
+        again = asyncio.ensure_future(batcher.predict(rows(2), 1, within_seconds=5))
+        await settle()
+        clock.advance(0)
+        await settle()
+        thread.release_one()
+        assert list(await again) == [20]
+
+    asyncio.run(scenario())
+
+
+def test_deadlines_keep_only_what_is_pending() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines(60)
+        for _ in range(1000):
+            answered: asyncio.Future[Any] = loop.create_future()
+            deadlines.watch(loop, answered)
+            answered.set_result(None)
+        assert len(deadlines._pending) == 1
 
     asyncio.run(scenario())

@@ -28,10 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlcycle.api.redaction import redact_text
-from mlcycle.dataplane.server.batching import MicroBatcher, PredictionError, loop_scheduler
+from mlcycle.dataplane.server.batching import (
+    MicroBatcher,
+    PredictionError,
+    PredictionTimeoutError,
+    loop_scheduler,
+)
 from mlcycle.dataplane.server.config import ServerConfig
 from mlcycle.dataplane.server.encoding import dumps
-from mlcycle.dataplane.server.flavors import LoadedModel, load_model_dir
+from mlcycle.dataplane.server.flavors import PYFUNC, LoadedModel, load_model_dir
 from mlcycle.dataplane.server.inference import Inference
 from mlcycle.dataplane.server.metrics import ServerMetrics
 from mlcycle.dataplane.server.oip import (
@@ -44,6 +49,7 @@ from mlcycle.dataplane.server.oip import (
     parse_oip_infer,
     server_metadata,
 )
+from mlcycle.dataplane.server.predict_cost import PredictCost
 from mlcycle.dataplane.server.readiness import WorkerReadiness
 from mlcycle.dataplane.server.scoring import encode_invocations, mlflow_error, parse_invocations
 from mlcycle.dataplane.server.signature import RequestError
@@ -71,10 +77,6 @@ class Response:
 
 class RequestTooLargeError(Exception):
     """The body is larger than the server accepts: answered 413."""
-
-
-class PredictionTimeoutError(Exception):
-    """The prediction did not come within the request timeout: answered 504."""
 
 
 JSON = b"application/json"
@@ -296,6 +298,10 @@ class ModelServer:
             max_wait_seconds=self.config.max_batch_wait_ms / 1000,
             concurrency=self.config.predict_threads,
             observe=observe,
+            # User code may block for any time: only the native flavors may run inline.
+            inline=None
+            if model.flavor == PYFUNC
+            else PredictCost(self.config.inline_predict_ms / 1000),
         )
         self._output_names = output_names
         self.oip_output_names = oip_output_names(model.signature)
@@ -312,15 +318,9 @@ class ModelServer:
             raise RequestError("", "no rows to predict")
         params = inference.params if inference.params and model.accepts_params else None
         assert self.batcher is not None
-        try:
-            return await asyncio.wait_for(
-                self.batcher.predict(inference.model_input, inference.rows, params),
-                self.config.request_timeout_seconds,
-            )
-        except TimeoutError:
-            raise PredictionTimeoutError(
-                f"no prediction within {self.config.request_timeout_seconds:g}s"
-            ) from None
+        return await self.batcher.predict(
+            inference.model_input, inference.rows, params, self.config.request_timeout_seconds
+        )
 
     async def _invocations(self, scope: Scope, receive: Receive) -> Response:
         if scope["method"] != "POST":

@@ -1,8 +1,10 @@
 """Predict off the event loop, one request per call or, for row-independent models, merged.
 
-Every predict runs in a worker thread (`run`), never on the event loop: probes, metrics
-and new connections are answered within milliseconds while a slow model computes. At most
-`concurrency` predicts run at once (one by default: a pyfunc model need not be
+Predicts run in a worker thread (`run`): probes, metrics and new connections are answered
+within milliseconds while a slow model computes. The one exception is a predict whose
+measured cost fits a small budget (`inline`, predict_cost.py): a thread hop would cost more
+than the predict itself, so it runs on the loop, which then waits at most that budget. At
+most `concurrency` predicts run at once (one by default: a pyfunc model need not be
 thread-safe); requests arriving meanwhile wait in a queue, in order.
 
 When the model is row-independent (each output row depends on its input row alone, as for
@@ -22,6 +24,7 @@ fails alone.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import pandas as pd
 
+from mlcycle.dataplane.server.predict_cost import PredictCost
 from mlcycle.dataplane.server.signature import ModelInput
 
 T = TypeVar("T")
@@ -45,6 +49,10 @@ class PredictionError(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
+
+
+class PredictionTimeoutError(Exception):
+    """The prediction did not come within the request timeout: answered 504."""
 
 
 class Cancellable(Protocol):
@@ -86,6 +94,40 @@ class _Outcome:
     rows: int = 0
     output: Any = None
     """The whole output of the predict call this caller took part in, for metrics."""
+
+
+class Deadlines:
+    """Fails callers whose prediction did not come in time, with one timer for all of them.
+
+    A timer per request (asyncio.wait_for, or call_later) costs a task or a heap entry for
+    every request, most of them answered long before; deadlines come in the order requests
+    arrive, so one timer for the oldest pending one is enough.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._pending: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop, result: asyncio.Future[Any]) -> None:
+        # Answered callers leave from the front as new ones come: the queue stays as long
+        # as what is really pending (and whatever arrived behind the oldest of those).
+        while self._pending and self._pending[0][1].done():
+            self._pending.popleft()
+        self._pending.append((loop.time() + self.seconds, result))
+        if self._timer is None:
+            self._timer = loop.call_at(self._pending[0][0], self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        while self._pending and (self._pending[0][0] <= now or self._pending[0][1].done()):
+            _, result = self._pending.popleft()
+            if not result.done():
+                message = f"no prediction within {self.seconds:g}s"
+                result.set_exception(PredictionTimeoutError(message))
+        if self._pending:
+            self._timer = loop.call_at(self._pending[0][0], self._expire, loop)
 
 
 def concatenate(inputs: list[ModelInput]) -> ModelInput:
@@ -164,6 +206,7 @@ class MicroBatcher:
         max_wait_seconds: float = 0.0,
         concurrency: int = 1,
         observe: Observe | None = None,
+        inline: PredictCost | None = None,
     ) -> None:
         self._predict = predict
         self._schedule = schedule
@@ -173,17 +216,31 @@ class MicroBatcher:
         self.max_wait_seconds = max_wait_seconds
         self.concurrency = concurrency
         self._observe = observe
+        self.inline = inline
         self._queue: deque[_Queued] = deque()
         self._queued_rows = 0
         self._running = 0
         self._flush_handle: Cancellable | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        self._deadlines: Deadlines | None = None
 
     async def predict(
-        self, model_input: ModelInput, rows: int, params: dict[str, Any] | None = None
+        self,
+        model_input: ModelInput,
+        rows: int,
+        params: dict[str, Any] | None = None,
+        within_seconds: float | None = None,
     ) -> Any:
-        """This caller's predictions; raises PredictionError when the model raised on them."""
-        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        """This caller's predictions; raises PredictionError when the model raised on them,
+        PredictionTimeoutError when they did not come `within_seconds` (the predict
+        itself goes on: a thread cannot be stopped)."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Any] = loop.create_future()
+        if within_seconds is not None:
+            deadlines = self._deadlines
+            if deadlines is None or deadlines.seconds != within_seconds:
+                deadlines = self._deadlines = Deadlines(within_seconds)
+            deadlines.watch(loop, result)
         self._queue.append(_Queued(model_input, rows, params, result))
         self._queued_rows += rows
         if self._running >= self.concurrency:
@@ -208,11 +265,15 @@ class MicroBatcher:
         self._flush_handle = None
         while self._queue and self._running < self.concurrency:
             batch = self._next_batch()
-            if batch:
-                self._running += 1
-                task = asyncio.ensure_future(self._predict_batch(batch))
-                self._tasks.add(task)  # the loop keeps only a weak reference
-                task.add_done_callback(self._tasks.discard)
+            if not batch:
+                continue
+            if self.inline is not None and self.inline.fits(sum(item.rows for item in batch)):
+                self._settle(batch, *self._timed(batch))
+                continue
+            self._running += 1
+            task = asyncio.ensure_future(self._predict_batch(batch))
+            self._tasks.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._tasks.discard)
 
     def _next_batch(self) -> list[_Queued]:
         first = self._queue.popleft()
@@ -232,20 +293,29 @@ class MicroBatcher:
             batch.append(item)
         return [item for item in batch if not item.result.done()]  # callers gone are skipped
 
+    def _timed(self, batch: list[_Queued]) -> tuple[list[_Outcome], bool]:
+        started = time.perf_counter()
+        outcome = predict_batch(self._predict, batch)
+        if self.inline is not None:
+            self.inline.observe(sum(item.rows for item in batch), time.perf_counter() - started)
+        return outcome
+
+    def _settle(self, batch: list[_Queued], outcomes: list[_Outcome], merge_held: bool) -> None:
+        if not merge_held:
+            self.merge = False
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if outcome.output is not None and self._observe is not None:
+                self._observe(outcome.rows, outcome.output)
+            if item.result.done():  # timed out meanwhile
+                continue
+            if outcome.error is not None:
+                item.result.set_exception(outcome.error)
+            else:
+                item.result.set_result(outcome.value)
+
     async def _predict_batch(self, batch: list[_Queued]) -> None:
         try:
-            outcomes, merge_held = await self._run(lambda: predict_batch(self._predict, batch))
-            if not merge_held:
-                self.merge = False
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if outcome.output is not None and self._observe is not None:
-                    self._observe(outcome.rows, outcome.output)
-                if item.result.done():  # timed out meanwhile
-                    continue
-                if outcome.error is not None:
-                    item.result.set_exception(outcome.error)
-                else:
-                    item.result.set_result(outcome.value)
+            self._settle(batch, *await self._run(lambda: self._timed(batch)))
         except BaseException as error:  # the runner itself failed: nobody may hang
             for item in batch:
                 if not item.result.done():

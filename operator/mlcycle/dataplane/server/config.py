@@ -50,6 +50,13 @@ class ServerConfig(BaseModel):
         description="Predicts running at once, each in a worker thread off the event loop; "
         "more only for thread-safe models that release the GIL.",
     )
+    inline_predict_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="A native flavor's predict measured to take less than this runs on the "
+        "event loop (a thread hop would cost more); 0 runs every predict in the thread. "
+        "pyfunc models always run in the thread.",
+    )
     request_timeout_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -29,7 +29,8 @@ from grpc.aio import ServicerContext
 from mlcycle.dataplane.grpc import grpc_predict_v2_pb2 as pb
 from mlcycle.dataplane.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from mlcycle.dataplane.grpc.status import HTTP_STATUS_OF_GRPC
-from mlcycle.dataplane.server.app import PredictionTimeoutError, server_error
+from mlcycle.dataplane.server.app import server_error
+from mlcycle.dataplane.server.batching import PredictionTimeoutError
 from mlcycle.dataplane.server.oip_codec import (
     OipTensor,
     bytes_elements,
