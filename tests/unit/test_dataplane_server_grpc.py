@@ -8,7 +8,6 @@ typed and raw contents, statuses and the metrics they are counted under.
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import threading
 import time
@@ -28,25 +27,15 @@ from mlcycle.dataplane.server.app import ModelServer
 from mlcycle.dataplane.server.config import ServerConfig
 from mlcycle.dataplane.server.flavors import LoadedModel
 from mlcycle.dataplane.server.grpc_servicer import start_grpc
-from mlcycle.dataplane.server.signature import InputValidator, parse_signature
+from mlcycle.dataplane.server.signature import InputValidator
 from mlcycle.dataplane.server.source import ModelIdentity
 from mlcycle.dev.processes import free_port
+from tests.unit.signatures import columns_signature
 
 pytestmark = pytest.mark.unit
 
-SIGNATURE = parse_signature(
-    {
-        "inputs": json.dumps(
-            [
-                {"type": "double", "name": "x", "required": True},
-                {"type": "double", "name": "y", "required": True},
-                {"type": "string", "name": "color", "required": True},
-            ]
-        ),
-        "outputs": json.dumps(
-            [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1]}}]
-        ),
-    }
+SIGNATURE = columns_signature(
+    ("x", "double"), ("y", "double"), ("color", "string"), output_dtype="float64"
 )
 ROWS = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0.5, 0.25, 0.0], "color": ["red", "blue", "é"]})
 EXPECTED = [11.5, 20.25, 30.0]

@@ -31,36 +31,15 @@ from mlcycle.dataplane.server.oip import (
 )
 from mlcycle.dataplane.server.signature import InputValidator, RequestError, parse_signature
 from mlcycle.dataplane.server.source import ModelIdentity
+from tests.unit.signatures import COLUMNS, EXPECTED, SIGNATURE, VALIDATOR, columns_signature
 
 pytestmark = pytest.mark.unit
 
-COLUMNS = ["a", "b"]
-SIGNATURE = parse_signature(
-    {
-        "inputs": json.dumps([{"type": "double", "name": n, "required": True} for n in COLUMNS]),
-        "outputs": json.dumps(
-            [{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}]
-        ),
-    }
-)
-VALIDATOR = InputValidator(SIGNATURE, "ndarray")
-EXPECTED = [[1.0, 2.0], [3.0, 4.0]]
 
 # A string column beside numeric ones: what a pipeline with a one-hot encoder takes.
 MIXED = InputValidator(
-    parse_signature(
-        {
-            "inputs": json.dumps(
-                [
-                    {"type": "string", "name": "city", "required": True},
-                    {"type": "double", "name": "temp", "required": True},
-                    {"type": "long", "name": "visits", "required": True},
-                ]
-            ),
-            "outputs": json.dumps(
-                [{"type": "tensor", "tensor-spec": {"dtype": "str", "shape": [-1]}}]
-            ),
-        }
+    columns_signature(
+        ("city", "string"), ("temp", "double"), ("visits", "long"), output_dtype="str"
     ),
     "dataframe",
 )

@@ -19,33 +19,13 @@ from mlcycle.dataplane.server.scoring import (
     parse_invocations,
 )
 from mlcycle.dataplane.server.signature import InputValidator, RequestError, parse_signature
+from tests.unit.signatures import COLUMNS, EXPECTED, SIGNATURE, VALIDATOR, columns_signature
 
 pytestmark = pytest.mark.unit
 
-COLUMNS = ["a", "b"]
-SIGNATURE = parse_signature(
-    {
-        "inputs": json.dumps([{"type": "double", "name": n, "required": True} for n in COLUMNS]),
-        "outputs": json.dumps(
-            [{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}]
-        ),
-    }
-)
-VALIDATOR = InputValidator(SIGNATURE, "ndarray")
-EXPECTED = [[1.0, 2.0], [3.0, 4.0]]
 # A table with a string column that looks numeric, as a pipeline with an encoder takes it.
 TABLE = InputValidator(
-    parse_signature(
-        {
-            "inputs": json.dumps(
-                [
-                    {"type": "string", "name": "zip", "required": True},
-                    {"type": "long", "name": "rooms", "required": True},
-                    {"type": "double", "name": "area", "required": False},
-                ]
-            )
-        }
-    ),
+    columns_signature(("zip", "string"), ("rooms", "long"), ("area", "double", False)),
     "dataframe",
     takes_missing=True,
 )
