@@ -86,6 +86,9 @@ def run_demo(stack: LocalStack) -> None:
 
 
 IRIS_ROW = [5.9, 3.0, 5.1, 1.8]
+# The model's signature names its columns, so the MLflow scoring protocol wants them named
+# (`mlflow models serve` refuses positional rows for such a model, and so does mlcycle).
+IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
 
 def ask_iris(stack: LocalStack) -> dict[str, str]:
@@ -103,7 +106,7 @@ def ask_iris(stack: LocalStack) -> dict[str, str]:
         "/v2/models/iris/infer": {
             "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": IRIS_ROW}]
         },
-        "/invocations": {"inputs": [IRIS_ROW]},
+        "/invocations": {"dataframe_split": {"columns": IRIS_COLUMNS, "data": [IRIS_ROW]}},
     }
     answers = {}
     for path, body in requests.items():
