@@ -503,7 +503,12 @@ def test_drift_in_mlflow_is_corrected_and_reported(
         return _alias_target(mlflow_client, model, "prod") == version and tags["team"] == "a"
 
     eventually("the alias and tag set back", corrected, timeout=60)
-    assert _event_reasons(kubectl, namespace, "steady")["DriftCorrected"] >= 1
+    # The Event is bookkeeping, posted after the correction: it may arrive a moment later.
+    eventually(
+        "a DriftCorrected Event",
+        lambda: _event_reasons(kubectl, namespace, "steady")["DriftCorrected"] >= 1,
+        timeout=30,
+    )
     history = _status(kubectl, namespace, "steady")["aliasHistory"]
     assert history[-1]["previousVersion"] == other.version
     assert "set back" in history[-1]["reason"]
