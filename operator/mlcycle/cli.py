@@ -67,13 +67,20 @@ def _serve(args: argparse.Namespace) -> int:
             max_batch_wait_ms=args.max_batch_wait_ms,
             force_pyfunc=args.pyfunc,
             row_independent=args.row_independent,
-            predict_threads=args.predict_threads,
-            inline_predict_ms=args.inline_predict_ms,
-            request_timeout_seconds=args.request_timeout_seconds,
-            max_request_bytes=args.max_request_bytes,
             graceful_shutdown_seconds=args.graceful_shutdown_seconds,
             log_level=args.log_level,
             **buckets,
+            # Flags left unset take ServerConfig's defaults, which are stated once, there.
+            **{
+                name: getattr(args, name)
+                for name in (
+                    "predict_threads",
+                    "inline_predict_ms",
+                    "request_timeout_seconds",
+                    "max_request_bytes",
+                )
+                if getattr(args, name) is not None
+            },
         )
     )
     return 0
@@ -272,25 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
         "may share a predict call; false: never merge (default: known from the flavor)",
     )
     serve.add_argument(
-        "--predict-threads", type=int, default=1, help="predicts running at once, off the loop"
+        "--predict-threads", type=int, help="predicts running at once, off the loop (1)"
     )
     serve.add_argument(
         "--inline-predict-ms",
         type=float,
-        default=1.0,
-        help="native-flavor predicts measured below this run on the event loop (0: never)",
+        help="native-flavor predicts measured below this run on the event loop (1; 0: never)",
     )
     serve.add_argument(
         "--request-timeout-seconds",
         type=float,
-        default=float(os.environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "60")),
-        help="a prediction not done in this time is answered 504",
+        default=os.environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"),
+        help="a prediction not done in this time is answered 504 "
+        "(60, or MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT as for mlflow models serve)",
     )
     serve.add_argument(
         "--max-request-bytes",
         type=int,
-        default=100 * 1024 * 1024,
-        help="larger request bodies are answered 413",
+        help="larger request bodies are answered 413 (100 MiB)",
     )
     serve.add_argument("--graceful-shutdown-seconds", type=float, default=30.0)
     serve.add_argument(
