@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export MLCYCLE_CACHE ?= $(HOME)/.cache/mlcycle
 
-.PHONY: all venv lock toolchain crds lint typecheck test test-unit test-integration demo bench clean
+.PHONY: all venv lock toolchain crds docs lint typecheck test test-unit test-integration demo bench clean
 
 all: test
 
@@ -38,6 +38,11 @@ toolchain:
 crds: venv
 	$(BIN)/mlcycle crds --output-dir crds
 	rm -rf charts/mlcycle/crds && cp -r crds charts/mlcycle/crds
+
+# The README's troubleshooting table, from the API's documented reasons; a unit test fails
+# when it is stale.
+docs: venv
+	$(BIN)/mlcycle docs --readme README.md
 
 lint: venv
 	$(BIN)/ruff check operator tests benchmarks examples

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from mlcycle.config import OperatorConfig
 from mlcycle.dev.processes import free_port
@@ -27,9 +27,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def eventually(
-    what: str, probe: Callable[[], T | None], *, timeout: float = 60, interval: float = 0.25
+    what: str,
+    probe: Callable[[], T | Literal[False] | None],
+    *,
+    timeout: float = 60,
+    interval: float = 0.25,
 ) -> T:
-    """Poll until `probe` returns something truthy; fail saying what was awaited and last seen."""
+    """Poll until `probe` returns something truthy and return that; fail saying what was
+    awaited and what was seen last. A probe may answer `condition and value`."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
@@ -106,7 +111,7 @@ def operator_in_thread(namespaces: list[str], **overrides: object) -> Iterator[R
         "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI"),
         **overrides,
     }
-    config = OperatorConfig(namespaces=namespaces, **settings)  # type: ignore[arg-type]
+    config = OperatorConfig(namespaces=namespaces, **settings)
     stop_flag = threading.Event()
     ready_flag = threading.Event()
     failure: list[BaseException] = []

@@ -1,4 +1,7 @@
-"""`mlcycle`: run the operator, serve a model, write the CRDs, drive the local stack."""
+"""`mlcycle`: the command line of the operator, the data plane, generated files, the local stack.
+
+Each subcommand parses its flags and hands over to the package that does the work.
+"""
 
 from __future__ import annotations
 
@@ -91,6 +94,14 @@ def _crds(args: argparse.Namespace) -> int:
 
     for path in write_crds(Path(args.output_dir)):
         print(path)
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from mlcycle.api.troubleshooting import write_readme
+
+    changed = write_readme(Path(args.readme))
+    print(f"{args.readme}: troubleshooting table {'rewritten' if changed else 'up to date'}")
     return 0
 
 
@@ -309,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--output-dir", required=True)
     crds.set_defaults(func=_crds)
 
+    docs = commands.add_parser(
+        "docs", help="rewrite the README's troubleshooting table from the API's reasons"
+    )
+    docs.add_argument("--readme", required=True, help="the README holding the table's markers")
+    docs.set_defaults(func=_docs)
+
     release = commands.add_parser(
         "remove-finalizers",
         help="after uninstalling the operator: release its objects so deletions complete",
@@ -330,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = router.add_mutually_exclusive_group(required=True)
     source.add_argument("--config-file", type=Path, help="static configuration (reread on SIGHUP)")
     source.add_argument("--configmap", help="ConfigMap holding the configuration (watched)")
-    from mlcycle.dataplane.router.config import DEFAULT_CONFIGMAP_KEY
+    from mlcycle.api.routerconfig import DEFAULT_CONFIGMAP_KEY
 
     router.add_argument(
         "--configmap-key", default=DEFAULT_CONFIGMAP_KEY, help="key inside the ConfigMap"

@@ -15,13 +15,9 @@ import kopf
 
 from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.http import serve_probes_and_metrics
-from mlcycle.adapters.kube import (
-    IO_THREADS,
-    ensure_peering_objects,
-    new_api_client,
-    read_peerings,
-)
+from mlcycle.adapters.kube import IO_THREADS, new_api_client
 from mlcycle.adapters.metrics import OperatorMetrics
+from mlcycle.adapters.peering import ensure_peering_objects, read_peerings
 from mlcycle.adapters.prometheus import PrometheusClient
 from mlcycle.adapters.registry import MlflowRegistry
 from mlcycle.adapters.tracking import MlflowTracking

@@ -19,30 +19,27 @@ import pytest
 import yaml
 
 from mlcycle.dev.iris_versions import register_iris_versions
-from mlcycle.plan.inferenceservice import ROUTER_ADMIN_PORT, SERVER_PORT
 from mlcycle.plan.serving_names import (
     COMPONENT_LABEL,
     MODEL_SERVER_COMPONENT,
     ROUTER_COMPONENT,
+    SERVER_PORT,
 )
+from mlcycle.plan.traffic.router import ROUTER_ADMIN_PORT
 from tests.harness import REPO_ROOT, Kubectl, eventually, operator_in_thread, scrape
-from tests.integration.test_inferenceservice import (
+from tests.integration.objects import find, in_phase, wait_for_phase
+from tests.integration.serving import (
     READY_TIMEOUT,
     Iris,
     Load,
-    _apply_and_serve,
-    _manifest,
-    _phase_is,
-    _router_address,
-    _set_version,
-    _start_load,
-    load_threads,
+    apply_and_serve,
+    router_address,
+    service_manifest,
+    set_version,
+    start_load,
 )
-from tests.integration.test_trainingjob import _finished, _get
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["load_threads"]  # the fixture, shared with the rollout tests
 
 MLFLOW_SECRET = "mlflow-credentials"
 S3_SECRET = "s3-credentials"
@@ -157,8 +154,7 @@ def test_no_planted_credential_shows_anywhere_after_train_serve_canary_rollback(
     training["spec"]["register"]["modelName"] = model
     # Artifacts go through MLflow's proxy here: the keys reach the pods and are not used.
     training["spec"]["s3"] = {"secretRef": {"name": S3_SECRET}}
-    service = _manifest(
-        stack,
+    service = service_manifest(
         "iris",
         {"name": model, "version": 1},
         rollout={"steps": [50], "interval": "3s"},
@@ -174,11 +170,13 @@ def test_no_planted_credential_shows_anywhere_after_train_serve_canary_rollback(
     ) as operator:
         # Train and register version 1.
         kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(training))
-        status = _finished(kubectl, namespace, "iris", timeout=240)
+        status = wait_for_phase(
+            kubectl, namespace, "trainingjob", "iris", "Succeeded", "Failed", timeout=240
+        )
         assert status["phase"] == "Succeeded", status
 
         def registered() -> bool:
-            found = _get(kubectl, namespace, "modelversion", status["registeredModelVersion"])
+            found = find(kubectl, namespace, "modelversion", status["registeredModelVersion"])
             return ((found or {}).get("status") or {}).get("phase") == "Ready"
 
         eventually("the trained version registered", registered, timeout=120)
@@ -186,11 +184,11 @@ def test_no_planted_credential_shows_anywhere_after_train_serve_canary_rollback(
         rows = register_iris_versions(tracking_uri, model, tmp_path)
 
         # Serve version 1, roll to the bad version 4 as a canary: it is rolled back.
-        _apply_and_serve(kubectl, namespace, "iris", service)
-        router = eventually("router pod ready", lambda: _router_address(kubectl, namespace, "iris"))
-        load = _start_load(load_threads, router, Iris(model, rows))
+        apply_and_serve(kubectl, namespace, "iris", service)
+        router = eventually("router pod ready", lambda: router_address(kubectl, namespace, "iris"))
+        load = start_load(load_threads, router, Iris(model, rows))
         eventually("requests answered", lambda: load.split(0)["1"] > 10)
-        _set_version(kubectl, namespace, "iris", 4)
+        set_version(kubectl, namespace, "iris", 4)
         eventually(
             "model server of version 4 serving",
             lambda: load.split(0)["4"] > 0,
@@ -198,7 +196,7 @@ def test_no_planted_credential_shows_anywhere_after_train_serve_canary_rollback(
         )
         rolled_back = eventually(
             "version 4 rolled back",
-            lambda: _phase_is(kubectl, namespace, "iris", "RolledBack"),
+            lambda: in_phase(kubectl, namespace, "inferenceservice", "iris", "RolledBack"),
             timeout=READY_TIMEOUT,
             interval=0.5,
         )

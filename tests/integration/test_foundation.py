@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from typing import Any
 
 import pytest
 import yaml
 
+from tests.builders import a_model_version, a_training_job
 from tests.harness import Kubectl, eventually, operator_in_thread
+from tests.integration.objects import apply, get, status_of
 
 pytestmark = pytest.mark.integration
 
-
-def _trainingjob(name: str, **spec: object) -> str:
-    manifest = {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {"image": "example/train:1", "command": ["python", "-c", "print(1)"], **spec},
-    }
-    return yaml.safe_dump(manifest)
-
-
-def _get(kubectl: Kubectl, namespace: str, *what: str) -> dict[str, object]:
-    result: dict[str, object] = json.loads(
-        kubectl("get", *what, "-n", namespace, "-o", "json").stdout
-    )
-    return result
+PRINTS_ONE = a_training_job().command("python", "-c", "print(1)")
 
 
 def test_crds_are_served_with_category_and_short_names(kubectl: Kubectl, namespace: str) -> None:
@@ -47,9 +35,7 @@ def test_crds_are_served_with_category_and_short_names(kubectl: Kubectl, namespa
 def test_invalid_manifest_is_rejected_by_the_schema_with_a_readable_message(
     kubectl: Kubectl, namespace: str
 ) -> None:
-    result = kubectl(
-        "apply", "-n", namespace, "-f", "-", input_text=_trainingjob("bad", workers=0), check=False
-    )
+    result = apply(kubectl, namespace, PRINTS_ONE.named("bad").workers(0).manifest(), check=False)
     assert result.returncode != 0
     assert "spec.workers" in result.stderr
     assert "greater than or equal to 1" in result.stderr
@@ -57,32 +43,20 @@ def test_invalid_manifest_is_rejected_by_the_schema_with_a_readable_message(
 
 
 def test_spec_is_immutable_once_created(kubectl: Kubectl, namespace: str) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=_trainingjob("fixed"))
-    result = kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input_text=_trainingjob("fixed", workers=2),
-        check=False,
-    )
+    fixed = PRINTS_ONE.named("fixed")
+    apply(kubectl, namespace, fixed.manifest())
+    result = apply(kubectl, namespace, fixed.workers(2).manifest(), check=False)
     assert result.returncode != 0
     assert "immutable" in result.stderr
 
 
 def test_operator_observes_an_object_and_reports_metrics(kubectl: Kubectl, namespace: str) -> None:
-    manifest = {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "ModelVersion",
-        "metadata": {"name": "hello"},
-        "spec": {"modelName": "hello", "source": {"uri": "s3://models/hello"}},
-    }
+    hello = a_model_version("hello").model("hello").from_uri("s3://models/hello")
     with operator_in_thread([namespace]) as operator:
-        kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
+        apply(kubectl, namespace, hello.manifest())
 
-        def observed() -> dict[str, object] | None:
-            status = _get(kubectl, namespace, "modelversion", "hello").get("status") or {}
+        def observed() -> dict[str, Any] | None:
+            status = status_of(kubectl, namespace, "modelversion", "hello")
             assert isinstance(status, dict)
             return status if status.get("observedGeneration") == 1 else None
 
@@ -94,8 +68,13 @@ def test_operator_observes_an_object_and_reports_metrics(kubectl: Kubectl, names
         # The ModelVersion reconciler goes on to register it (see test_modelversion).
         assert status["phase"] in ("Pending", "Registering", "Ready")
 
-        events = _get(kubectl, namespace, "events", "--field-selector", "involvedObject.name=hello")
-        assert any(e["reason"] == "SpecValid" for e in events["items"])  # type: ignore[index, union-attr]
+        events = json.loads(
+            kubectl(
+                "get", "events", "-n", namespace,
+                "--field-selector", "involvedObject.name=hello", "-o", "json",
+            ).stdout
+        )  # fmt: skip
+        assert any(e["reason"] == "SpecValid" for e in events["items"])
 
         with urllib.request.urlopen(f"{operator.url}/healthz", timeout=5) as response:
             assert response.read() == b"ok"
@@ -137,7 +116,7 @@ def test_node_agent_runs_a_pod_to_its_exit_code(
     kubectl("apply", "-n", namespace, "-f", "-", input_text=_pod(name, exit_code))
 
     def finished() -> dict[str, object] | None:
-        pod = _get(kubectl, namespace, "pod", name)
+        pod = get(kubectl, namespace, "pod", name)
         status = pod["status"]
         assert isinstance(status, dict)
         return pod if status.get("phase") in ("Succeeded", "Failed") else None

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from mlcycle.api.v1alpha1 import InferenceService
-from mlcycle.plan.traffic_gateway import desired_http_route
+from mlcycle.plan.traffic.gateway import desired_http_route
+from tests.builders import an_inference_service
 from tests.harness import Kubectl
+from tests.integration.objects import applied, apply
 
 pytestmark = pytest.mark.integration
 
@@ -29,35 +31,12 @@ def gateway_api(stack: Any) -> list[str]:
 def _inference_service(kubectl: Kubectl, namespace: str) -> InferenceService:
     """A real InferenceService to own the route: an owner that does not exist would have
     the garbage collector delete the route under the test."""
-    body = {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "iris", "namespace": namespace},
-        "spec": {
-            "model": {"name": "iris", "alias": "champion"},
-            "traffic": {
-                "mode": "gateway-api",
-                "gateway": {
-                    "parentRef": {"name": "public", "namespace": "infra", "sectionName": "http"},
-                    "hostnames": ["iris.example.com"],
-                },
-            },
-        },
+    gateway = {
+        "parentRef": {"name": "public", "namespace": "infra", "sectionName": "http"},
+        "hostnames": ["iris.example.com"],
     }
-    kubectl("apply", "--server-side", "-f", "-", input_text=json.dumps(body))
-    stored = kubectl("get", "inferenceservice", "iris", "-n", namespace, "-o", "json").stdout
-    return InferenceService.from_body(json.loads(stored))
-
-
-def _apply(kubectl: Kubectl, manifest: dict[str, Any], *, check: bool = True) -> Any:
-    return kubectl(
-        "apply",
-        "--server-side",
-        f"--field-manager={FIELD_MANAGER}",
-        "-f",
-        "-",
-        input_text=json.dumps(manifest),
-        check=check,
+    return applied(
+        kubectl, namespace, an_inference_service("iris").traffic("gateway-api", gateway=gateway)
     )
 
 
@@ -89,7 +68,7 @@ def test_every_rollout_step_is_a_valid_route_stored_as_built(
             **overrides,
         }
         route = desired_http_route(isvc, **arguments)
-        _apply(kubectl, route)
+        apply(kubectl, namespace, route, server_side=True, field_manager=FIELD_MANAGER)
         stored = json.loads(
             kubectl("get", "httproute", "iris", "-n", namespace, "-o", "json").stdout
         )
@@ -141,7 +120,10 @@ def test_invalid_routes_are_refused(
     gateway_api: list[str], kubectl: Kubectl, namespace: str, change: Any, refusal: str
 ) -> None:
     isvc = _inference_service(kubectl, namespace)
-    result = _apply(kubectl, _route_with(isvc, change), check=False)
+    route = _route_with(isvc, change)
+    result = apply(
+        kubectl, namespace, route, server_side=True, field_manager=FIELD_MANAGER, check=False
+    )
     assert result.returncode != 0
     assert refusal in result.stderr
     missing = kubectl("get", "httproute", "iris", "-n", namespace, check=False)

@@ -20,6 +20,7 @@ from mlcycle.dev.cluster import LocalStack
 from mlcycle.dev.iris_versions import register_iris_versions
 from mlcycle.dev.toolchain import binaries, pinned_versions
 from tests.harness import REPO_ROOT, Kubectl, event_reasons, eventually, operator_in_thread
+from tests.integration.objects import condition, finalizers, status_of
 
 pytestmark = pytest.mark.integration
 
@@ -198,17 +199,9 @@ def _approve_as(
     )  # fmt: skip
 
 
-def _isvc_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    found = json.loads(
-        kubectl("get", "inferenceservice", name, "-n", namespace, "-o", "json").stdout
-    )
-    status: dict[str, Any] = found.get("status") or {}
-    return status
-
-
 def _resolved(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    conditions = _isvc_status(kubectl, namespace, name).get("conditions", [])
-    return next((c for c in conditions if c["type"] == "ModelResolved"), {})
+    """The InferenceService's ModelResolved condition."""
+    return condition(status_of(kubectl, namespace, "inferenceservice", name), "ModelResolved")
 
 
 def test_only_an_approver_approves_and_a_registry_version_is_not_served_until_then(
@@ -290,7 +283,8 @@ def test_only_an_approver_approves_and_a_registry_version_is_not_served_until_th
         eventually(
             "the approved version served",
             lambda: (
-                (status := _isvc_status(kubectl, namespace, "direct")).get("phase") == "Ready"
+                (status := status_of(kubectl, namespace, "inferenceservice", "direct")).get("phase")
+                == "Ready"
                 and status["stable"]["version"] == version
             ),
             timeout=240,
@@ -360,16 +354,6 @@ def test_the_charts_operator_creates_children_under_owner_reference_enforcement(
     assert len(deployments) == 2
 
 
-def _finalizers(kubectl: Kubectl, namespace: str, kind: str, name: str) -> list[str]:
-    found: list[str] = (
-        json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)[
-            "metadata"
-        ].get("finalizers")
-        or []
-    )
-    return found
-
-
 def test_helm_uninstall_releases_what_the_operator_still_guarded(
     stack: LocalStack, kubectl: Kubectl, namespace: str, release: str, tmp_path: Path
 ) -> None:
@@ -399,7 +383,7 @@ def test_helm_uninstall_releases_what_the_operator_still_guarded(
     guarded = (("tj", "running"), ("mv", "aliased"))
     eventually(
         "the operator's finalizer on the running training and the aliased version",
-        lambda: all(FINALIZER in _finalizers(kubectl, namespace, k, n) for k, n in guarded),
+        lambda: all(FINALIZER in finalizers(kubectl, namespace, k, n) for k, n in guarded),
         timeout=90,
     )
 
@@ -407,7 +391,7 @@ def test_helm_uninstall_releases_what_the_operator_still_guarded(
 
     # The post-delete Job released both, and went away itself once it had succeeded.
     for kind, name in guarded:
-        assert FINALIZER not in _finalizers(kubectl, namespace, kind, name), (kind, name)
+        assert FINALIZER not in finalizers(kubectl, namespace, kind, name), (kind, name)
     jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
     assert not [j for j in jobs if j["metadata"]["name"].endswith("release-finalizers")]
     kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")

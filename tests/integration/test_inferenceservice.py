@@ -13,8 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,29 @@ import yaml
 
 from mlcycle.dev.iris_versions import register_iris_versions, register_misbehaving_versions
 from tests.harness import REPO_ROOT, Kubectl, event_reasons, eventually, operator_in_thread
+from tests.integration.objects import condition, get, in_phase, status_of
+from tests.integration.serving import (
+    READY_TIMEOUT,
+    Iris,
+    Load,
+    apply_and_serve,
+    infer,
+    router_address,
+    service_manifest,
+    set_version,
+    start_load,
+)
 
 pytestmark = pytest.mark.integration
 
-READY_TIMEOUT = 240  # two model servers load mlflow and sklearn on a busy 2-core machine
 # A pending registry write is retried with the shared backoff (at most 5 min between tries):
 # after a long outage (MLflow restarting on a busy machine) the next try can be minutes away.
 LANDING_TIMEOUT = 330
 
 
-@dataclass(frozen=True)
-class Iris:
-    name: str
-    rows: list[list[float]]
+def _status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    """The InferenceService's status."""
+    return status_of(kubectl, namespace, "inferenceservice", name)
 
 
 @pytest.fixture(scope="module")
@@ -68,36 +77,6 @@ def misbehaving(
 _MLFLOW_CLIENT_SETTINGS = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
 
 
-def _manifest(stack: Any, name: str, model: dict[str, Any], **spec: Any) -> str:
-    document = {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": name},
-        "spec": {
-            "model": model,
-            **spec,
-        },
-    }
-    return yaml.safe_dump(document)
-
-
-def _isvc(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(
-        kubectl("get", "inferenceservice", name, "-n", namespace, "-o", "json").stdout
-    )
-    return found
-
-
-def _status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = _isvc(kubectl, namespace, name).get("status") or {}
-    return status
-
-
-def _phase_is(kubectl: Kubectl, namespace: str, name: str, phase: str) -> dict[str, Any] | None:
-    status = _status(kubectl, namespace, name)
-    return status if status.get("phase") == phase else None
-
-
 def _serving(
     kubectl: Kubectl,
     namespace: str,
@@ -112,7 +91,7 @@ def _serving(
     return eventually(
         what,
         lambda: (
-            (s := _phase_is(kubectl, namespace, name, "Ready"))
+            (s := in_phase(kubectl, namespace, "inferenceservice", name, "Ready"))
             and s["stable"]["version"] == version
             and s
         ),
@@ -129,30 +108,6 @@ def _events(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
         ).stdout
     )  # fmt: skip
     return [event["reason"] for event in listed["items"]]
-
-
-def _router_address(kubectl: Kubectl, namespace: str, name: str) -> str | None:
-    pods = json.loads(
-        kubectl(
-            "get", "pods", "-n", namespace, "-o", "json",
-            "-l", f"mlcycle.dev/inferenceservice={name},app.kubernetes.io/component=router",
-        ).stdout
-    )["items"]  # fmt: skip
-    for pod in pods:
-        conditions = pod.get("status", {}).get("conditions") or []
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-            return f"http://{pod['status']['podIP']}:8080"
-    return None
-
-
-def _infer(
-    url: str, model: str, rows: list[list[float]], headers: dict[str, str] | None = None
-) -> requests.Response:
-    tensor = {"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64"}
-    tensor["data"] = [value for row in rows for value in row]
-    return requests.post(
-        f"{url}/v2/models/{model}/infer", json={"inputs": [tensor]}, headers=headers, timeout=10
-    )
 
 
 def _grpc_versions(
@@ -173,83 +128,6 @@ def _grpc_versions(
         ]
     finally:
         client.close()
-
-
-@dataclass
-class Load:
-    """A steady request stream; what answered, by version, stamped with wall-clock time to
-    compare with the times in status. `url` picks the address of each request: the router
-    pod's, or an endpoint chosen as a gateway or kube-proxy would (neither runs here)."""
-
-    url: Callable[[random.Random], str | None]
-    model: str
-    rows: list[list[float]]
-    answers: list[tuple[float, str, int]] = field(default_factory=list)
-    error_bodies: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        chooser = random.Random(7)
-        while not self.stop.is_set():
-            row = chooser.choice(self.rows)
-            url = self.url(chooser)
-            if url is None:
-                time.sleep(0.05)
-                continue
-            try:
-                response = _infer(url, self.model, [row])
-            except requests.RequestException:
-                self.answers.append((time.time(), "?", 0))
-                continue
-            version = response.json().get("model_version", "?") if response.ok else "?"
-            if not response.ok:
-                self.error_bodies.append(response.text)
-            self.answers.append((time.time(), str(version), response.status_code))
-            time.sleep(0.01)
-
-    def since(self, start: float) -> list[tuple[float, str, int]]:
-        return [answer for answer in self.answers if answer[0] >= start]
-
-    def split(self, start: float) -> Counter[str]:
-        return Counter(version for _, version, code in self.since(start) if code == 200)
-
-
-@pytest.fixture
-def load_threads() -> Iterator[list[tuple[Load, threading.Thread]]]:
-    started: list[tuple[Load, threading.Thread]] = []
-    yield started
-    for load, thread in started:
-        load.stop.set()
-        thread.join(timeout=15)
-
-
-def _start_load(
-    threads: list[tuple[Load, threading.Thread]],
-    url: str | Callable[[random.Random], str | None],
-    iris: Iris,
-) -> Load:
-    load = Load(url if callable(url) else lambda _chooser: url, iris.name, iris.rows)
-    thread = threading.Thread(target=load.run, daemon=True)
-    thread.start()
-    threads.append((load, thread))
-    return load
-
-
-def _set_version(kubectl: Kubectl, namespace: str, name: str, version: int) -> None:
-    patch = json.dumps({"spec": {"model": {"version": version}}})
-    kubectl("patch", "inferenceservice", name, "-n", namespace, "--type=merge", "-p", patch)
-
-
-def _apply_and_serve(kubectl: Kubectl, namespace: str, name: str, manifest: str) -> dict[str, Any]:
-    """Applies the InferenceService and waits until its first version serves."""
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=manifest)
-    status: dict[str, Any] = eventually(
-        "version 1 Ready",
-        lambda: _phase_is(kubectl, namespace, name, "Ready"),
-        timeout=READY_TIMEOUT,
-        interval=1,
-    )
-    return status
 
 
 def _follow_steps(
@@ -301,8 +179,7 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
     import mlflow
 
     name = "iris"
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": iris.name, "version": 1},
         rollout={"steps": [25, 50], "interval": "4s"},
@@ -310,15 +187,15 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
         registry={"promoteAlias": "champion"},
     )
     with operator_in_thread([namespace]):
-        status = _apply_and_serve(kubectl, namespace, name, manifest)
+        status = apply_and_serve(kubectl, namespace, name, manifest)
         assert status["stable"]["version"] == "1"
         assert status["url"] == f"http://{name}.{namespace}.svc.cluster.local"
-        url = eventually("router pod ready", lambda: _router_address(kubectl, namespace, name))
-        load = _start_load(load_threads, url, iris)
+        url = eventually("router pod ready", lambda: router_address(kubectl, namespace, name))
+        load = start_load(load_threads, url, iris)
         eventually("requests answered", lambda: load.split(0)["1"] > 20)
 
         # Roll to version 2: each step's weight shows in what the router answers.
-        _set_version(kubectl, namespace, name, 2)
+        set_version(kubectl, namespace, name, 2)
 
         def live_weight() -> int | None:
             canary = _status(kubectl, namespace, name).get("canary") or {}
@@ -344,10 +221,10 @@ def test_canary_follows_its_steps_promotes_and_a_bad_version_rolls_back(
         )
 
         # Version 3 fails on half of its requests: rolled back, traffic back on 2.
-        _set_version(kubectl, namespace, name, 3)
+        set_version(kubectl, namespace, name, 3)
         status = eventually(
             "version 3 rolled back",
-            lambda: _phase_is(kubectl, namespace, name, "RolledBack"),
+            lambda: in_phase(kubectl, namespace, "inferenceservice", name, "RolledBack"),
             timeout=READY_TIMEOUT,
             interval=0.5,
         )
@@ -423,8 +300,7 @@ def test_rollback_and_promotion_move_traffic_while_mlflow_is_down(
 
     name = "outage"
     alias = f"champ{uuid.uuid4().hex[:4]}"
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": iris.name, "version": 1},
         rollout={"steps": [50], "interval": "4s"},
@@ -443,18 +319,18 @@ def test_rollback_and_promotion_move_traffic_while_mlflow_is_down(
 
     try:
         with operator_in_thread([namespace]):
-            _apply_and_serve(kubectl, namespace, name, manifest)
-            url = eventually("router ready", lambda: _router_address(kubectl, namespace, name))
-            load = _start_load(load_threads, url, iris)
+            apply_and_serve(kubectl, namespace, name, manifest)
+            url = eventually("router ready", lambda: router_address(kubectl, namespace, name))
+            load = start_load(load_threads, url, iris)
             eventually("requests answered", lambda: load.split(0)["1"] > 20)
 
             # Version 3 fails on half of its requests; MLflow goes down once it is live.
-            _set_version(kubectl, namespace, name, 3)
+            set_version(kubectl, namespace, name, 3)
             canary = _canary_live(kubectl, namespace, name, "3")
             stack.stop_mlflow()
             status = eventually(
                 "version 3 rolled back with MLflow down",
-                lambda: _phase_is(kubectl, namespace, name, "RolledBack"),
+                lambda: in_phase(kubectl, namespace, "inferenceservice", name, "RolledBack"),
                 timeout=60,
                 interval=0.2,
             )
@@ -491,7 +367,7 @@ def test_rollback_and_promotion_move_traffic_while_mlflow_is_down(
             assert (seen["RegistryWritePending"], seen["RegistryWritten"]) == (1, 1), seen
 
             # Promotion: traffic first, the alias and tag after.
-            _set_version(kubectl, namespace, name, 2)
+            set_version(kubectl, namespace, name, 2)
             _canary_live(kubectl, namespace, name, "2")
             stack.stop_mlflow()
             status = _serving(
@@ -527,8 +403,7 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
     stack: Any, kubectl: Kubectl, namespace: str, iris: Iris
 ) -> None:
     name = "idle"
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": iris.name, "version": 1},
         rollout={"steps": [50], "interval": "2s"},
@@ -539,7 +414,9 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
         kubectl("annotate", "inferenceservice", name, "-n", namespace, f"{key}=true")
 
     def annotations() -> dict[str, str]:
-        found: dict[str, str] = _isvc(kubectl, namespace, name)["metadata"].get("annotations", {})
+        found: dict[str, str] = get(kubectl, namespace, "inferenceservice", name)["metadata"].get(
+            "annotations", {}
+        )
         return found
 
     def held() -> dict[str, Any] | None:
@@ -548,8 +425,8 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
         return canary if analysis.get("outcome") == "Held" else None
 
     with operator_in_thread([namespace]):
-        _apply_and_serve(kubectl, namespace, name, manifest)
-        _set_version(kubectl, namespace, name, 2)
+        apply_and_serve(kubectl, namespace, name, manifest)
+        set_version(kubectl, namespace, name, 2)
         canary = eventually("no traffic: step held", held, timeout=READY_TIMEOUT, interval=0.5)
         assert canary["failedChecks"] == 0
         assert _status(kubectl, namespace, name)["phase"] == "Progressing"
@@ -565,7 +442,9 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
 
         annotate("mlcycle.dev/abort")
         status = eventually(
-            "aborted", lambda: _phase_is(kubectl, namespace, name, "RolledBack"), timeout=30
+            "aborted",
+            lambda: in_phase(kubectl, namespace, "inferenceservice", name, "RolledBack"),
+            timeout=30,
         )
         assert status["history"][-1]["outcome"] == "Aborted"
         assert status["rejected"]["version"] == "2"
@@ -582,7 +461,9 @@ def test_idle_service_holds_resumes_after_restart_and_obeys_annotations(
         paused = json.dumps({"spec": {"paused": True}})
         kubectl("patch", "inferenceservice", name, "-n", namespace, "--type=merge", "-p", paused)
         held_at = eventually(
-            "paused", lambda: _phase_is(kubectl, namespace, name, "Paused"), timeout=30
+            "paused",
+            lambda: in_phase(kubectl, namespace, "inferenceservice", name, "Paused"),
+            timeout=30,
         )["canary"]
         time.sleep(3)  # longer than the interval: no analysis while paused
         assert _status(kubectl, namespace, name)["canary"].get("lastAnalysis") == held_at.get(
@@ -607,8 +488,7 @@ def test_an_action_annotation_acts_once_per_value_and_stays(
     does."""
     name = "gitops"
     document = yaml.safe_load(
-        _manifest(
-            stack,
+        service_manifest(
             name,
             {"name": iris.name, "version": 1},
             rollout={"steps": [50], "interval": "2s"},
@@ -629,19 +509,19 @@ def test_an_action_annotation_acts_once_per_value_and_stays(
         return canary if canary.get("version") == version and analysis.get("outcome") else None
 
     def stable_is(version: str) -> dict[str, Any] | None:
-        status = _phase_is(kubectl, namespace, name, "Ready")
+        status = in_phase(kubectl, namespace, "inferenceservice", name, "Ready")
         return status if status and status["stable"]["version"] == version else None
 
     def promotions() -> int:
         return event_reasons(kubectl, namespace, "InferenceService", name)["PromotionRequested"]
 
     with operator_in_thread([namespace]):
-        _apply_and_serve(kubectl, namespace, name, yaml.safe_dump(document))
+        apply_and_serve(kubectl, namespace, name, yaml.safe_dump(document))
         sync(2, None)
         eventually("idle canary of version 2", lambda: held("2"), timeout=READY_TIMEOUT)
         sync(2, "1")
         eventually("promoted by annotation", lambda: stable_is("2"), timeout=READY_TIMEOUT)
-        annotations = _isvc(kubectl, namespace, name)["metadata"]["annotations"]
+        annotations = get(kubectl, namespace, "inferenceservice", name)["metadata"]["annotations"]
         assert annotations["mlcycle.dev/promote"] == "1"
         assert _status(kubectl, namespace, name)["handledAnnotations"] == {
             "mlcycle.dev/promote": "1"
@@ -662,7 +542,7 @@ def test_an_action_annotation_acts_once_per_value_and_stays(
         sync(1, "2")
         eventually("promoted by the new value", lambda: stable_is("1"), timeout=READY_TIMEOUT)
         assert promotions() == 2
-        annotations = _isvc(kubectl, namespace, name)["metadata"]["annotations"]
+        annotations = get(kubectl, namespace, "inferenceservice", name)["metadata"]["annotations"]
         assert annotations["mlcycle.dev/promote"] == "2"
 
 
@@ -674,8 +554,8 @@ def test_alias_is_followed_and_an_unapproved_version_is_not_deployed_by_either_p
     client = mlflow.MlflowClient()
     alias = f"live{uuid.uuid4().hex[:4]}"
     client.set_registered_model_alias(iris.name, alias, "1")
-    follower = _manifest(
-        stack, "follower", {"name": iris.name, "alias": alias}, rollout={"strategy": "Immediate"}
+    follower = service_manifest(
+        "follower", {"name": iris.name, "alias": alias}, rollout={"strategy": "Immediate"}
     )
     gated = {
         "apiVersion": "mlcycle.dev/v1alpha1",
@@ -692,12 +572,12 @@ def test_alias_is_followed_and_an_unapproved_version_is_not_deployed_by_either_p
         kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(gated))
         kubectl(
             "apply", "-n", namespace, "-f", "-",
-            input_text=_manifest(stack, "gated", {"modelVersionRef": {"name": "gated"}}),
+            input_text=service_manifest("gated", {"modelVersionRef": {"name": "gated"}}),
         )  # fmt: skip
         eventually(
             "follower serves version 1",
             lambda: (
-                (s := _phase_is(kubectl, namespace, "follower", "Ready"))
+                (s := in_phase(kubectl, namespace, "inferenceservice", "follower", "Ready"))
                 and s["stable"]["version"] == "1"
             ),
             timeout=READY_TIMEOUT,
@@ -735,7 +615,7 @@ def test_alias_is_followed_and_an_unapproved_version_is_not_deployed_by_either_p
         eventually(
             "follower moved to version 2 with the alias once approved",
             lambda: (
-                (s := _phase_is(kubectl, namespace, "follower", "Ready"))
+                (s := in_phase(kubectl, namespace, "inferenceservice", "follower", "Ready"))
                 and s["stable"]["version"] == "2"
             ),
             timeout=READY_TIMEOUT,
@@ -762,16 +642,10 @@ def _train_and_register(kubectl: Kubectl, namespace: str, name: str, model: str)
     version_name = eventually(f"TrainingJob {name} registered", registered, timeout=240)
     eventually(
         f"ModelVersion {version_name} Ready",
-        lambda: _model_version(kubectl, namespace, version_name).get("phase") == "Ready",
+        lambda: status_of(kubectl, namespace, "modelversion", version_name).get("phase") == "Ready",
         timeout=90,
     )
     return version_name
-
-
-def _model_version(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    found = json.loads(kubectl("get", "modelversion", name, "-n", namespace, "-o", "json").stdout)
-    status: dict[str, Any] = found.get("status") or {}
-    return status
 
 
 @pytest.mark.timeout(1200)  # three model versions roll out, and two trainings run, in turn
@@ -792,8 +666,7 @@ def test_each_retraining_moves_the_alias_and_the_service_rolls_it_out(
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(model, "challenger", "1")  # the first model, by hand
     name = "follower"
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": model, "alias": "challenger"},
         rollout={"steps": [50], "interval": "2s"},
@@ -818,17 +691,17 @@ def test_each_retraining_moves_the_alias_and_the_service_rolls_it_out(
         )
 
     with operator_in_thread([namespace], drift_check_seconds=2):
-        _apply_and_serve(kubectl, namespace, name, manifest)
-        url = eventually("router pod ready", lambda: _router_address(kubectl, namespace, name))
-        _start_load(load_threads, url, Iris(model, rows))
+        apply_and_serve(kubectl, namespace, name, manifest)
+        url = eventually("router pod ready", lambda: router_address(kubectl, namespace, name))
+        start_load(load_threads, url, Iris(model, rows))
 
         first = _train_and_register(kubectl, namespace, "first", model)
-        first_version = _model_version(kubectl, namespace, first)["version"]
+        first_version = status_of(kubectl, namespace, "modelversion", first)["version"]
         assert client.get_registered_model(model).aliases["challenger"] == first_version
         promoted(first_version)
 
         second = _train_and_register(kubectl, namespace, "second", model)
-        second_version = _model_version(kubectl, namespace, second)["version"]
+        second_version = status_of(kubectl, namespace, "modelversion", second)["version"]
         assert int(second_version) > int(first_version)
         eventually(
             "challenger moved to the second training's version",
@@ -838,7 +711,7 @@ def test_each_retraining_moves_the_alias_and_the_service_rolls_it_out(
         promoted(second_version)
 
         def superseded() -> dict[str, Any] | None:
-            status = _model_version(kubectl, namespace, first)
+            status = status_of(kubectl, namespace, "modelversion", first)
             synced = next(c for c in status["conditions"] if c["type"] == "AliasesSynced")
             return status if synced["reason"] == "AliasSuperseded" else None
 
@@ -849,7 +722,7 @@ def test_each_retraining_moves_the_alias_and_the_service_rolls_it_out(
         assert status["aliases"] == []
         time.sleep(5)  # both ModelVersions resync: the alias stays with the newer one
         assert client.get_registered_model(model).aliases["challenger"] == second_version
-        assert _model_version(kubectl, namespace, second)["aliases"] == ["challenger"]
+        assert status_of(kubectl, namespace, "modelversion", second)["aliases"] == ["challenger"]
         assert "AliasConflict" not in _events(kubectl, namespace, first)
         assert "AliasConflict" not in _events(kubectl, namespace, second)
 
@@ -862,18 +735,17 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
     load_threads: list[tuple[Load, threading.Thread]],
 ) -> None:
     name = "shadowed"
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": iris.name, "version": 1},
         rollout={"strategy": "Shadow", "steps": [100], "interval": "4s"},
         analysis={"minRequests": 10, "shadowAgreementMin": 0.8, "failureThreshold": 1},
     )
     with operator_in_thread([namespace]):
-        _apply_and_serve(kubectl, namespace, name, manifest)
-        url = eventually("router pod ready", lambda: _router_address(kubectl, namespace, name))
-        load = _start_load(load_threads, url, iris)
-        _set_version(kubectl, namespace, name, 2)
+        apply_and_serve(kubectl, namespace, name, manifest)
+        url = eventually("router pod ready", lambda: router_address(kubectl, namespace, name))
+        load = start_load(load_threads, url, iris)
+        set_version(kubectl, namespace, name, 2)
 
         def mirroring() -> bool:
             canary = _status(kubectl, namespace, name).get("canary") or {}
@@ -912,7 +784,7 @@ def test_shadow_promotes_on_agreement_then_an_ab_test_pins_its_header(
         )
         time.sleep(1)
         pinned = Counter(
-            _infer(url, iris.name, [iris.rows[0]], headers={"x-group": "b"}).json()["model_version"]
+            infer(url, iris.name, [iris.rows[0]], headers={"x-group": "b"}).json()["model_version"]
             for _ in range(20)
         )
         assert pinned == {"1": 20}
@@ -981,10 +853,6 @@ class ClientSideRouting:
         return chooser.choice(self._endpoints[service])
 
 
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
 def test_gateway_api_mode_rolls_out_by_the_httproute_and_rolls_back(
     stack: Any,
     kubectl: Kubectl,
@@ -996,8 +864,7 @@ def test_gateway_api_mode_rolls_out_by_the_httproute_and_rolls_back(
     name = "routed"
     # A cluster without the Gateway API first: a condition, not a crash loop.
     kubectl("delete", "crd", "httproutes.gateway.networking.k8s.io", "--ignore-not-found")
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": iris.name, "version": 1},
         traffic={"mode": "gateway-api", "gateway": {"parentRef": {"name": "public"}}},
@@ -1009,7 +876,7 @@ def test_gateway_api_mode_rolls_out_by_the_httproute_and_rolls_back(
         refused = eventually(
             "HTTPRoute refused: no Gateway API",
             lambda: (
-                (c := _condition(_status(kubectl, namespace, name), "ChildrenApplied"))
+                (c := condition(_status(kubectl, namespace, name), "ChildrenApplied"))
                 and c["status"] == "False"
                 and c
             ),
@@ -1026,17 +893,17 @@ def test_gateway_api_mode_rolls_out_by_the_httproute_and_rolls_back(
         stack.install_gateway_api_crds()
         status = eventually(
             "version 1 Ready behind its route",
-            lambda: _phase_is(kubectl, namespace, name, "Ready"),
+            lambda: in_phase(kubectl, namespace, "inferenceservice", name, "Ready"),
             timeout=READY_TIMEOUT,
             interval=1,
         )
-        assert _condition(status, "ChildrenApplied")["status"] == "True"
+        assert condition(status, "ChildrenApplied")["status"] == "True"
         gateway = ClientSideRouting(kube_client, namespace, route=name)
         assert gateway.route_weights() == {f"{name}-v1": 100}
-        load = _start_load(load_threads, gateway, iris)
+        load = start_load(load_threads, gateway, iris)
         eventually("requests answered", lambda: load.split(0)["1"] > 20)
 
-        _set_version(kubectl, namespace, name, 2)
+        set_version(kubectl, namespace, name, 2)
         # The load reads the route every half second.
         status = _follow_steps(
             kubectl,
@@ -1052,10 +919,10 @@ def test_gateway_api_mode_rolls_out_by_the_httproute_and_rolls_back(
         assert analysis["requests"] >= 10
         assert gateway.route_weights() == {f"{name}-v2": 100}
 
-        _set_version(kubectl, namespace, name, 3)
+        set_version(kubectl, namespace, name, 3)
         status = eventually(
             "version 3 rolled back",
-            lambda: _phase_is(kubectl, namespace, name, "RolledBack"),
+            lambda: in_phase(kubectl, namespace, "inferenceservice", name, "RolledBack"),
             timeout=READY_TIMEOUT,
             interval=0.5,
         )
@@ -1073,8 +940,7 @@ def test_replicas_mode_splits_by_ready_pods_and_promotes(
     load_threads: list[tuple[Load, threading.Thread]],
 ) -> None:
     name = "spread"
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": iris.name, "version": 1},
         server={"replicas": 2},
@@ -1083,16 +949,16 @@ def test_replicas_mode_splits_by_ready_pods_and_promotes(
         analysis={"minRequests": 10, "successRateMin": 0.95},
     )
     with operator_in_thread([namespace]):
-        status = _apply_and_serve(kubectl, namespace, name, manifest)
+        status = apply_and_serve(kubectl, namespace, name, manifest)
         assert status["url"] == f"http://{name}.{namespace}.svc.cluster.local"
         proxy = ClientSideRouting(kube_client, namespace, service=name)
         eventually(
             "both pods of version 1 behind the Service", lambda: len(proxy.endpoints(name)) == 2
         )
-        load = _start_load(load_threads, proxy, iris)
+        load = start_load(load_threads, proxy, iris)
         eventually("requests answered", lambda: load.split(0)["1"] > 20)
 
-        _set_version(kubectl, namespace, name, 2)
+        set_version(kubectl, namespace, name, 2)
 
         def step_running() -> dict[str, Any] | None:
             canary = _status(kubectl, namespace, name).get("canary") or {}
@@ -1146,8 +1012,7 @@ def test_a_prometheus_check_rolls_back_and_passes_after_retry(
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     prometheus_url = stack.start_prometheus([f"127.0.0.1:{port}"])
     name = "slo"
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": iris.name, "version": 1},
         rollout={"steps": [50], "interval": "4s"},
@@ -1161,13 +1026,13 @@ def test_a_prometheus_check_rolls_back_and_passes_after_retry(
     )
     try:
         with operator_in_thread([namespace], prometheus_url=prometheus_url):
-            _apply_and_serve(kubectl, namespace, name, manifest)
-            url = eventually("router ready", lambda: _router_address(kubectl, namespace, name))
-            _start_load(load_threads, url, iris)
-            _set_version(kubectl, namespace, name, 2)
+            apply_and_serve(kubectl, namespace, name, manifest)
+            url = eventually("router ready", lambda: router_address(kubectl, namespace, name))
+            start_load(load_threads, url, iris)
+            set_version(kubectl, namespace, name, 2)
             status = eventually(
                 "rolled back on the Prometheus check",
-                lambda: _phase_is(kubectl, namespace, name, "RolledBack"),
+                lambda: in_phase(kubectl, namespace, "inferenceservice", name, "RolledBack"),
                 timeout=READY_TIMEOUT,
                 interval=0.5,
             )
@@ -1219,14 +1084,12 @@ def test_a_promotion_leaves_an_alias_a_modelversion_owns(
     name = "promoter"
     with operator_in_thread([namespace]):
         kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(owner))
-        kubectl(
-            "apply", "-n", namespace, "-f", "-",
-            input_text=_manifest(
-                stack, name, {"name": iris.name, "version": 1},
-                rollout={"strategy": "Immediate"}, registry={"promoteAlias": alias},
-                server={"minReplicas": 1, "maxReplicas": 2},
-            ),
+        promoter = service_manifest(
+            name, {"name": iris.name, "version": 1},
+            rollout={"strategy": "Immediate"}, registry={"promoteAlias": alias},
+            server={"minReplicas": 1, "maxReplicas": 2},
         )  # fmt: skip
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=promoter)
         client = mlflow.MlflowClient()
         eventually(
             "the ModelVersion holds the alias",
@@ -1235,11 +1098,11 @@ def test_a_promotion_leaves_an_alias_a_modelversion_owns(
         )
         eventually(
             "version 1 Ready",
-            lambda: _phase_is(kubectl, namespace, name, "Ready"),
+            lambda: in_phase(kubectl, namespace, "inferenceservice", name, "Ready"),
             timeout=READY_TIMEOUT,
             interval=1,
         )
-        _set_version(kubectl, namespace, name, 2)
+        set_version(kubectl, namespace, name, 2)
         _serving(
             kubectl, namespace, name, "2", "version 2 promoted", timeout=READY_TIMEOUT, interval=0.5
         )
@@ -1274,8 +1137,7 @@ def _rolled_back_on(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Serves version 1 under load, rolls to `version` with `analysis`; returns the status
     once rolled back and every analysis seen on the candidate meanwhile."""
-    manifest = _manifest(
-        stack,
+    manifest = service_manifest(
         name,
         {"name": iris.name, "version": 1},
         rollout={"steps": [50], "interval": "4s"},
@@ -1291,9 +1153,9 @@ def _rolled_back_on(
         return status if status.get("phase") == "RolledBack" else None
 
     with operator_in_thread([namespace]):
-        _apply_and_serve(kubectl, namespace, name, manifest)
-        url = eventually("router ready", lambda: _router_address(kubectl, namespace, name))
-        load = _start_load(load_threads, url, iris)
+        apply_and_serve(kubectl, namespace, name, manifest)
+        url = eventually("router ready", lambda: router_address(kubectl, namespace, name))
+        load = start_load(load_threads, url, iris)
         eventually("requests answered", lambda: load.split(0)["1"] > 20)
         kubectl(
             "patch", "inferenceservice", name, "-n", namespace, "--type=merge",

@@ -7,8 +7,6 @@ import datetime
 import json
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import mlflow
@@ -26,6 +24,7 @@ from mlcycle.adapters.registry import MlflowRegistry, VersionRecord
 from mlcycle.api.v1alpha1 import ModelVersion
 from mlcycle.dev.cluster import LocalStack
 from mlcycle.reconcile.modelversion import ModelVersionDeps, reconcile_modelversion
+from tests.builders import a_model_version
 from tests.harness import (
     REPO_ROOT,
     Kubectl,
@@ -35,6 +34,15 @@ from tests.harness import (
     operator_in_thread,
     scrape,
 )
+from tests.integration.objects import (
+    apply,
+    condition,
+    find,
+    get,
+    status_of,
+    wait_for_condition,
+    wait_for_phase,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +50,9 @@ UID_TAG = "mlcycle.dev/uid"
 
 
 @pytest.fixture
-def operator(namespace: str) -> Iterator[RunningOperator]:
-    with operator_in_thread([namespace], drift_check_seconds=2) as running:
-        yield running
+def operator_settings() -> dict[str, object]:
+    """Drift is looked for every 2 s, so a test sees it corrected within its deadline."""
+    return {"drift_check_seconds": 2}
 
 
 @pytest.fixture
@@ -70,65 +78,12 @@ def _logged_run(stack: LocalStack, experiment: str) -> tuple[str, str]:
     return run.info.run_id, str(info.model_id)
 
 
-def _apply(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
-    manifest = {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "ModelVersion",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
-
-
-def _get(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    result = kubectl("get", "modelversion", name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        return {}
-    found: dict[str, Any] = json.loads(result.stdout)
-    return found
-
-
-def _status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = _get(kubectl, namespace, name).get("status") or {}
-    return status
-
-
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
-def _phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 90) -> Any:
-    def reached() -> dict[str, Any] | None:
-        status = _status(kubectl, namespace, name)
-        return status if status.get("phase") == phase else None
-
-    return eventually(f"ModelVersion {name} {phase}", reached, timeout=timeout)
-
-
-def _condition_reason(
-    kubectl: Kubectl, namespace: str, name: str, type_: str, reason: str, timeout: float = 60
-) -> Any:
-    def reached() -> dict[str, Any] | None:
-        status = _status(kubectl, namespace, name)
-        return status if _condition(status, type_).get("reason") == reason else None
-
-    return eventually(f"{name} condition {type_} reason {reason}", reached, timeout=timeout)
-
-
 def _uid(kubectl: Kubectl, namespace: str, name: str) -> str:
-    return str(_get(kubectl, namespace, name)["metadata"]["uid"])
+    return str(get(kubectl, namespace, "modelversion", name)["metadata"]["uid"])
 
 
 def _versions_of(client: MlflowClient, model: str, uid: str) -> list[Any]:
     return list(client.search_model_versions(f"name = '{model}' and tags.`{UID_TAG}` = '{uid}'"))
-
-
-def _event_reasons(kubectl: Kubectl, namespace: str, name: str) -> Counter[str]:
-    return event_reasons(kubectl, namespace, "ModelVersion", name)
-
-
-def _scrape(operator: RunningOperator) -> str:
-    return scrape(operator.url)
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -143,16 +98,21 @@ def test_registers_from_a_run_with_tags_aliases_signature_and_lineage(
 ) -> None:
     run_id, model_id = _logged_run(stack, namespace)
     model = f"{namespace}-clf"
-    _apply(
-        kubectl, namespace, "clf-v1",
-        modelName=model,
-        source={"run": {"runId": run_id, "artifactPath": "model"}},
-        description="first classifier",
-        tags={"team": "fraud"},
-        aliases=["challenger"],
-        registeredModel={"description": "fraud classifier", "tags": {"owner": "team-a"}},
-    )  # fmt: skip
-    status = _phase(kubectl, namespace, "clf-v1", "Ready")
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("clf-v1")
+        .model(model)
+        .from_run(run_id, artifact_path="model")
+        .aliases("challenger")
+        .spec(
+            description="first classifier",
+            tags={"team": "fraud"},
+            registeredModel={"description": "fraud classifier", "tags": {"owner": "team-a"}},
+        )
+        .manifest(),
+    )
+    status = wait_for_phase(kubectl, namespace, "modelversion", "clf-v1", "Ready", timeout=90)
     assert status["version"] == "1"
     assert status["modelUri"] == f"models:/{model}/1"
     # MLflow 3 logs the model as a LoggedModel: registered by its id, not a run path.
@@ -164,7 +124,7 @@ def test_registers_from_a_run_with_tags_aliases_signature_and_lineage(
     assert status["aliases"] == ["challenger"]
     assert [move["alias"] for move in status["aliasHistory"]] == ["challenger"]
     for type_ in ("SourceReady", "Registered", "AliasesSynced", "Ready"):
-        assert _condition(status, type_)["status"] == "True", status["conditions"]
+        assert condition(status, type_)["status"] == "True", status["conditions"]
 
     uid = _uid(kubectl, namespace, "clf-v1")
     [version] = _versions_of(mlflow_client, model, uid)
@@ -184,10 +144,10 @@ def test_registers_from_a_run_with_tags_aliases_signature_and_lineage(
         assert column in printed
     assert model in printed
     assert "challenger" in printed
-    reasons = _event_reasons(kubectl, namespace, "clf-v1")
+    reasons = event_reasons(kubectl, namespace, "ModelVersion", "clf-v1")
     for reason in ("VersionCreated", "AliasMoved", "VersionReady"):
         assert reasons[reason] == 1, reasons
-    exposition = _scrape(operator)
+    exposition = scrape(operator.url)
     assert 'mlcycle_modelversion_registrations_total{result="created"} 1.0' in exposition
     assert "mlcycle_modelversion_registration_latency_seconds_count 1.0" in exposition
 
@@ -208,8 +168,8 @@ def test_registers_from_a_uri(
     _run_id, model_id = _logged_run(stack, namespace)
     uri = _s3_location(mlflow_client, model_id)
     model = f"{namespace}-uri"
-    _apply(kubectl, namespace, "from-uri", modelName=model, source={"uri": uri})
-    status = _phase(kubectl, namespace, "from-uri", "Ready")
+    apply(kubectl, namespace, a_model_version("from-uri").model(model).from_uri(uri).manifest())
+    status = wait_for_phase(kubectl, namespace, "modelversion", "from-uri", "Ready", timeout=90)
     assert status["source"] == uri
     assert status["version"] == "1"
     assert "float64" in status["signature"]["inputs"]
@@ -232,18 +192,24 @@ def test_an_unwritable_tmp_is_a_signature_condition_and_the_read_is_retried(
     _run_id, model_id = _logged_run(stack, namespace)
     uri = _s3_location(mlflow_client, model_id)
     monkeypatch.setattr(tempfile, "tempdir", f"/nonexistent-{namespace}/tmp")
-    _apply(kubectl, namespace, "no-tmp", modelName=f"{namespace}-no-tmp", source={"uri": uri})
-    status = _phase(kubectl, namespace, "no-tmp", "Ready")
-    read = _condition(status, "SignatureRead")
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("no-tmp").model(f"{namespace}-no-tmp").from_uri(uri).manifest(),
+    )
+    status = wait_for_phase(kubectl, namespace, "modelversion", "no-tmp", "Ready", timeout=90)
+    read = condition(status, "SignatureRead")
     assert (read["status"], read["reason"]) == ("False", "SignatureUnavailable"), read
     assert "cannot create a directory" in read["message"], read
     assert "signature" not in status
-    assert _event_reasons(kubectl, namespace, "no-tmp")["SignatureUnavailable"] == 1
+    assert event_reasons(kubectl, namespace, "ModelVersion", "no-tmp")["SignatureUnavailable"] == 1
 
     monkeypatch.undo()
-    status = _condition_reason(kubectl, namespace, "no-tmp", "SignatureRead", "SignatureFound")
+    status = wait_for_condition(
+        kubectl, namespace, "modelversion", "no-tmp", "SignatureRead", "SignatureFound", timeout=60
+    )
     assert "float64" in status["signature"]["inputs"]
-    assert _event_reasons(kubectl, namespace, "no-tmp")["SignatureUnavailable"] == 1
+    assert event_reasons(kubectl, namespace, "ModelVersion", "no-tmp")["SignatureUnavailable"] == 1
 
 
 def test_adopts_an_existing_version_without_registering_another(
@@ -259,11 +225,17 @@ def test_adopts_an_existing_version_without_registering_another(
     mlflow_client.create_model_version(
         model, f"models:/{model_id}", run_id=run_id, model_id=model_id, await_creation_for=30
     )
-    _apply(
-        kubectl, namespace, "adopted",
-        modelName=model, source={"version": 1}, aliases=["champion"], tags={"stage": "prod"},
-    )  # fmt: skip
-    status = _phase(kubectl, namespace, "adopted", "Ready")
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("adopted")
+        .model(model)
+        .from_version(1)
+        .aliases("champion")
+        .spec(tags={"stage": "prod"})
+        .manifest(),
+    )
+    status = wait_for_phase(kubectl, namespace, "modelversion", "adopted", "Ready", timeout=90)
     assert status["version"] == "1"
     assert status["lineage"]["runId"] == run_id
     versions = mlflow_client.search_model_versions(f"name = '{model}'")
@@ -271,8 +243,8 @@ def test_adopts_an_existing_version_without_registering_another(
     assert versions[0].tags[UID_TAG] == _uid(kubectl, namespace, "adopted")
     assert versions[0].tags["stage"] == "prod"
     assert mlflow_client.get_registered_model(model).aliases == {"champion": "1"}
-    assert _event_reasons(kubectl, namespace, "adopted")["VersionAdopted"] == 1
-    assert 'mlcycle_modelversion_registrations_total{result="adopted"} 1.0' in _scrape(operator)
+    assert event_reasons(kubectl, namespace, "ModelVersion", "adopted")["VersionAdopted"] == 1
+    assert 'mlcycle_modelversion_registrations_total{result="adopted"} 1.0' in scrape(operator.url)
 
 
 def test_approval_gate_holds_aliases_until_approved(
@@ -284,16 +256,19 @@ def test_approval_gate_holds_aliases_until_approved(
 ) -> None:
     run_id, _model_id = _logged_run(stack, namespace)
     model = f"{namespace}-gated"
-    _apply(
-        kubectl, namespace, "gated",
-        modelName=model,
-        source={"run": {"runId": run_id}},
-        aliases=["champion"],
-        approval={"required": True},
-    )  # fmt: skip
-    status = _phase(kubectl, namespace, "gated", "Ready")
-    assert _condition(status, "Approved")["reason"] == "AwaitingApproval"
-    assert _condition(status, "AliasesSynced")["reason"] == "AwaitingApproval"
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("gated")
+        .model(model)
+        .from_run(run_id)
+        .aliases("champion")
+        .spec(approval={"required": True})
+        .manifest(),
+    )
+    status = wait_for_phase(kubectl, namespace, "modelversion", "gated", "Ready", timeout=90)
+    assert condition(status, "Approved")["reason"] == "AwaitingApproval"
+    assert condition(status, "AliasesSynced")["reason"] == "AwaitingApproval"
     assert status["approval"]["approved"] is False
     assert status.get("aliases", []) == []
     assert mlflow_client.get_registered_model(model).aliases == {}
@@ -302,10 +277,12 @@ def test_approval_gate_holds_aliases_until_approved(
         "patch", "modelversion", "gated", "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"approval": {"required": True, "approvedBy": "alice"}}}),
     )  # fmt: skip
-    status = _condition_reason(kubectl, namespace, "gated", "AliasesSynced", "AliasesSet")
+    status = wait_for_condition(
+        kubectl, namespace, "modelversion", "gated", "AliasesSynced", "AliasesSet", timeout=60
+    )
     assert status["approval"]["approvedBy"] == "alice"
     assert status["approval"]["approvedAt"]
-    assert _condition(status, "Approved")["status"] == "True"
+    assert condition(status, "Approved")["status"] == "True"
     assert mlflow_client.get_registered_model(model).aliases == {"champion": status["version"]}
 
 
@@ -320,15 +297,28 @@ def test_deletion_policies_retain_archive_and_delete(
     model = f"{namespace}-policies"
     policies = {"kept": ("Retain", "kept"), "archived": ("Archive", "old"), "gone": ("Delete", "x")}
     for name, (policy, alias) in policies.items():
-        _apply(
-            kubectl, namespace, name,
-            modelName=model, source={"run": {"runId": run_id}},
-            aliases=[alias], deletionPolicy=policy,
-        )  # fmt: skip
-    versions = {name: _phase(kubectl, namespace, name, "Ready")["version"] for name in policies}
+        apply(
+            kubectl,
+            namespace,
+            a_model_version(name)
+            .model(model)
+            .from_run(run_id)
+            .aliases(alias)
+            .spec(deletionPolicy=policy)
+            .manifest(),
+        )
+    versions = {
+        name: wait_for_phase(kubectl, namespace, "modelversion", name, "Ready", timeout=90)[
+            "version"
+        ]
+        for name in policies
+    }
     # kopf's finalizer holds every object until its policy ran.
     for name in policies:
-        assert "mlcycle.dev/finalizer" in _get(kubectl, namespace, name)["metadata"]["finalizers"]
+        assert (
+            "mlcycle.dev/finalizer"
+            in get(kubectl, namespace, "modelversion", name)["metadata"]["finalizers"]
+        )
         kubectl("delete", "modelversion", name, "-n", namespace, "--wait=true", "--timeout=60s")
 
     kept = mlflow_client.get_model_version(model, versions["kept"])
@@ -356,11 +346,19 @@ def test_mlflow_outage_during_registration_retries_with_backoff_and_registers_on
     model = f"{namespace}-outage"
     stack.stop_mlflow()
     try:
-        _apply(kubectl, namespace, "outage", modelName=model, source={"uri": uri})
-        _condition_reason(kubectl, namespace, "outage", "Registered", "MLflowUnavailable")
+        apply(kubectl, namespace, a_model_version("outage").model(model).from_uri(uri).manifest())
+        wait_for_condition(
+            kubectl,
+            namespace,
+            "modelversion",
+            "outage",
+            "Registered",
+            "MLflowUnavailable",
+            timeout=60,
+        )
 
         def retried_twice() -> dict[str, Any] | None:
-            status = _status(kubectl, namespace, "outage")
+            status = status_of(kubectl, namespace, "modelversion", "outage")
             return status if (status.get("retryCount") or 0) >= 2 else None
 
         status = eventually("a second attempt with backoff", retried_twice, timeout=60)
@@ -368,12 +366,12 @@ def test_mlflow_outage_during_registration_retries_with_backoff_and_registers_on
         assert status["phase"] == "Pending"
     finally:
         stack.start_mlflow()
-    status = _phase(kubectl, namespace, "outage", "Ready", timeout=150)
+    status = wait_for_phase(kubectl, namespace, "modelversion", "outage", "Ready", timeout=150)
     assert "retryCount" not in status
     assert len(_versions_of(mlflow_client, model, _uid(kubectl, namespace, "outage"))) == 1
     assert len(mlflow_client.search_model_versions(f"name = '{model}'")) == 1
     # Announced once, however many attempts failed.
-    assert _event_reasons(kubectl, namespace, "outage")["MLflowUnavailable"] == 1
+    assert event_reasons(kubectl, namespace, "ModelVersion", "outage")["MLflowUnavailable"] == 1
 
 
 class OperatorKilledError(Exception):
@@ -391,7 +389,7 @@ def test_operator_killed_right_after_the_create_call_registers_once(
 ) -> None:
     run_id, _model_id = _logged_run(stack, namespace)
     model = f"{namespace}-crash"
-    _apply(kubectl, namespace, "crash", modelName=model, source={"run": {"runId": run_id}})
+    apply(kubectl, namespace, a_model_version("crash").model(model).from_run(run_id).manifest())
     tracking_uri = stack.env()["MLFLOW_TRACKING_URI"]
     deps = ModelVersionDeps(
         cluster=ClusterClient(new_api_client()),
@@ -399,15 +397,17 @@ def test_operator_killed_right_after_the_create_call_registers_once(
         default_tracking_uri=tracking_uri,
         metrics=OperatorMetrics().registration,
     )
-    crashed = ModelVersion.from_body(_get(kubectl, namespace, "crash"))
+    crashed = ModelVersion.from_body(get(kubectl, namespace, "modelversion", "crash"))
     with pytest.raises(OperatorKilledError):
         asyncio.run(reconcile_modelversion(crashed, deps, datetime.datetime.now(datetime.UTC)))
     uid = _uid(kubectl, namespace, "crash")
     [created] = _versions_of(mlflow_client, model, uid)
-    assert "version" not in _status(kubectl, namespace, "crash")  # the status never said so
+    assert "version" not in status_of(
+        kubectl, namespace, "modelversion", "crash"
+    )  # the status never said so
 
     with operator_in_thread([namespace]):
-        status = _phase(kubectl, namespace, "crash", "Ready")
+        status = wait_for_phase(kubectl, namespace, "modelversion", "crash", "Ready", timeout=90)
     assert status["version"] == created.version
     assert [v.version for v in _versions_of(mlflow_client, model, uid)] == [created.version]
     assert len(mlflow_client.search_model_versions(f"name = '{model}'")) == 1
@@ -421,18 +421,40 @@ def test_bad_references_give_a_clear_condition(
     mlflow_client: MlflowClient,
 ) -> None:
     model = f"{namespace}-bad"
-    _apply(
-        kubectl, namespace, "no-job", modelName=model, source={"trainingJobRef": {"name": "nope"}}
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("no-job").model(model).from_training_job("nope").manifest(),
     )
-    _apply(kubectl, namespace, "no-run", modelName=model, source={"run": {"runId": "0123abcd"}})
-    _apply(kubectl, namespace, "no-version", modelName=model, source={"version": 7})
-    status = _condition_reason(kubectl, namespace, "no-job", "SourceReady", "TrainingJobNotFound")
+    apply(
+        kubectl, namespace, a_model_version("no-run").model(model).from_run("0123abcd").manifest()
+    )
+    apply(kubectl, namespace, a_model_version("no-version").model(model).from_version(7).manifest())
+    status = wait_for_condition(
+        kubectl,
+        namespace,
+        "modelversion",
+        "no-job",
+        "SourceReady",
+        "TrainingJobNotFound",
+        timeout=60,
+    )
     assert status["phase"] == "Pending"
-    assert "nope" in _condition(status, "SourceReady")["message"]
-    status = _condition_reason(kubectl, namespace, "no-run", "SourceReady", "RunNotFound")
+    assert "nope" in condition(status, "SourceReady")["message"]
+    status = wait_for_condition(
+        kubectl, namespace, "modelversion", "no-run", "SourceReady", "RunNotFound", timeout=60
+    )
     assert status["phase"] == "Failed"
-    assert "0123abcd" in _condition(status, "SourceReady")["message"]
-    status = _condition_reason(kubectl, namespace, "no-version", "SourceReady", "VersionNotFound")
+    assert "0123abcd" in condition(status, "SourceReady")["message"]
+    status = wait_for_condition(
+        kubectl,
+        namespace,
+        "modelversion",
+        "no-version",
+        "SourceReady",
+        "VersionNotFound",
+        timeout=60,
+    )
     assert status["phase"] == "Failed"
     assert not mlflow_client.search_model_versions(f"name = '{model}'")
 
@@ -452,26 +474,40 @@ def test_two_objects_claiming_one_alias_conflict_without_flip_flop(
     run_id, _model_id = _logged_run(stack, namespace)
     model = f"{namespace}-owned"
     source = {"run": {"runId": run_id}}
-    _apply(kubectl, namespace, "first", modelName=model, source=source, aliases=["prod"])
-    first = _phase(kubectl, namespace, "first", "Ready")["version"]
-    _apply(kubectl, namespace, "second", modelName=model, source=source, aliases=["prod"])
-    status = _condition_reason(kubectl, namespace, "second", "AliasesSynced", "AliasConflict")
-    assert f"{namespace}/first" in _condition(status, "AliasesSynced")["message"]
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("first").model(model).aliases("prod").spec(source=source).manifest(),
+    )
+    first = wait_for_phase(kubectl, namespace, "modelversion", "first", "Ready", timeout=90)[
+        "version"
+    ]
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("second").model(model).aliases("prod").spec(source=source).manifest(),
+    )
+    status = wait_for_condition(
+        kubectl, namespace, "modelversion", "second", "AliasesSynced", "AliasConflict", timeout=60
+    )
+    assert f"{namespace}/first" in condition(status, "AliasesSynced")["message"]
     second = status["version"]
     # Two resyncs later the alias has not moved and the conflict was announced once.
     time.sleep(25)
     assert _alias_target(mlflow_client, model, "prod") == first
-    assert _event_reasons(kubectl, namespace, "second")["AliasConflict"] == 1
-    assert _event_reasons(kubectl, namespace, "first")["DriftCorrected"] == 0
+    assert event_reasons(kubectl, namespace, "ModelVersion", "second")["AliasConflict"] == 1
+    assert event_reasons(kubectl, namespace, "ModelVersion", "first")["DriftCorrected"] == 0
 
     # The owner lets go: the other object takes the alias on its next pass.
     kubectl(
         "patch", "modelversion", "first", "-n", namespace, "--type=merge",
         "-p", '{"spec":{"aliases":[]}}',
     )  # fmt: skip
-    _condition_reason(kubectl, namespace, "second", "AliasesSynced", "AliasesSet", timeout=60)
+    wait_for_condition(
+        kubectl, namespace, "modelversion", "second", "AliasesSynced", "AliasesSet", timeout=60
+    )
     assert _alias_target(mlflow_client, model, "prod") == second
-    history = _status(kubectl, namespace, "first")["aliasHistory"]
+    history = status_of(kubectl, namespace, "modelversion", "first")["aliasHistory"]
     assert [(move["alias"], move["action"]) for move in history] == [
         ("prod", "Set"),
         ("prod", "Removed"),
@@ -487,11 +523,19 @@ def test_drift_in_mlflow_is_corrected_and_reported(
 ) -> None:
     run_id, model_id = _logged_run(stack, namespace)
     model = f"{namespace}-drift"
-    _apply(
-        kubectl, namespace, "steady",
-        modelName=model, source={"run": {"runId": run_id}}, aliases=["prod"], tags={"team": "a"},
-    )  # fmt: skip
-    version = _phase(kubectl, namespace, "steady", "Ready")["version"]
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("steady")
+        .model(model)
+        .from_run(run_id)
+        .aliases("prod")
+        .spec(tags={"team": "a"})
+        .manifest(),
+    )
+    version = wait_for_phase(kubectl, namespace, "modelversion", "steady", "Ready", timeout=90)[
+        "version"
+    ]
     other = mlflow_client.create_model_version(
         model, f"models:/{model_id}", run_id=run_id, model_id=model_id, await_creation_for=30
     )
@@ -506,19 +550,25 @@ def test_drift_in_mlflow_is_corrected_and_reported(
     # The Event is bookkeeping, posted after the correction: it may arrive a moment later.
     eventually(
         "a DriftCorrected Event",
-        lambda: _event_reasons(kubectl, namespace, "steady")["DriftCorrected"] >= 1,
+        lambda: event_reasons(kubectl, namespace, "ModelVersion", "steady")["DriftCorrected"] >= 1,
         timeout=30,
     )
-    history = _status(kubectl, namespace, "steady")["aliasHistory"]
+    history = status_of(kubectl, namespace, "modelversion", "steady")["aliasHistory"]
     assert history[-1]["previousVersion"] == other.version
     assert "set back" in history[-1]["reason"]
 
     # A tag dropped from the spec goes from MLflow; one set there by someone else stays.
     mlflow_client.set_model_version_tag(model, version, "reviewed-by", "alice")
-    _apply(
-        kubectl, namespace, "steady",
-        modelName=model, source={"run": {"runId": run_id}}, aliases=["prod"], tags={"tier": "1"},
-    )  # fmt: skip
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("steady")
+        .model(model)
+        .from_run(run_id)
+        .aliases("prod")
+        .spec(tags={"tier": "1"})
+        .manifest(),
+    )
     eventually(
         "the dropped tag deleted",
         lambda: "team" not in mlflow_client.get_model_version(model, version).tags,
@@ -539,12 +589,25 @@ def test_registers_from_a_trainingjob_once_it_succeeds(
     del training["spec"]["register"]  # this ModelVersion registers it instead
     kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(training))
     model = f"{namespace}-iris"
-    _apply(
-        kubectl, namespace, "iris-v1",
-        modelName=model, source={"trainingJobRef": {"name": "iris"}}, aliases=["challenger"],
-    )  # fmt: skip
-    _condition_reason(kubectl, namespace, "iris-v1", "SourceReady", "WaitingForTrainingJob")
-    status = _phase(kubectl, namespace, "iris-v1", "Ready", timeout=240)
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("iris-v1")
+        .model(model)
+        .from_training_job("iris")
+        .aliases("challenger")
+        .manifest(),
+    )
+    wait_for_condition(
+        kubectl,
+        namespace,
+        "modelversion",
+        "iris-v1",
+        "SourceReady",
+        "WaitingForTrainingJob",
+        timeout=60,
+    )
+    status = wait_for_phase(kubectl, namespace, "modelversion", "iris-v1", "Ready", timeout=240)
     job = json.loads(kubectl("get", "trainingjob", "iris", "-n", namespace, "-o", "json").stdout)
     run_id = job["status"]["mlflowRunId"]
     assert status["lineage"]["trainingJob"] == "iris"
@@ -566,8 +629,10 @@ def test_a_duplicate_version_for_one_object_is_removed_and_the_oldest_kept(
 ) -> None:
     run_id, model_id = _logged_run(stack, namespace)
     model = f"{namespace}-twice"
-    _apply(kubectl, namespace, "twice", modelName=model, source={"run": {"runId": run_id}})
-    version = _phase(kubectl, namespace, "twice", "Ready")["version"]
+    apply(kubectl, namespace, a_model_version("twice").model(model).from_run(run_id).manifest())
+    version = wait_for_phase(kubectl, namespace, "modelversion", "twice", "Ready", timeout=90)[
+        "version"
+    ]
     uid = _uid(kubectl, namespace, "twice")
     # What a second creator racing the first (a replica during a leader hand-over) leaves.
     mlflow_client.create_model_version(
@@ -578,8 +643,10 @@ def test_a_duplicate_version_for_one_object_is_removed_and_the_oldest_kept(
         lambda: [v.version for v in _versions_of(mlflow_client, model, uid)] == [version],
         timeout=60,
     )
-    assert _status(kubectl, namespace, "twice")["version"] == version
-    assert _event_reasons(kubectl, namespace, "twice")["DuplicateVersionRemoved"] == 1
+    assert status_of(kubectl, namespace, "modelversion", "twice")["version"] == version
+    assert (
+        event_reasons(kubectl, namespace, "ModelVersion", "twice")["DuplicateVersionRemoved"] == 1
+    )
 
 
 def test_deletion_waits_for_mlflow_before_applying_the_policy(
@@ -591,21 +658,32 @@ def test_deletion_waits_for_mlflow_before_applying_the_policy(
 ) -> None:
     run_id, _model_id = _logged_run(stack, namespace)
     model = f"{namespace}-later"
-    _apply(
-        kubectl, namespace, "later",
-        modelName=model, source={"run": {"runId": run_id}}, deletionPolicy="Delete",
-    )  # fmt: skip
-    version = _phase(kubectl, namespace, "later", "Ready")["version"]
+    apply(
+        kubectl,
+        namespace,
+        a_model_version("later")
+        .model(model)
+        .from_run(run_id)
+        .spec(deletionPolicy="Delete")
+        .manifest(),
+    )
+    version = wait_for_phase(kubectl, namespace, "modelversion", "later", "Ready", timeout=90)[
+        "version"
+    ]
     stack.stop_mlflow()
     try:
         kubectl("delete", "modelversion", "later", "-n", namespace, "--wait=false")
         time.sleep(5)
         # The finalizer holds the object while the policy cannot be applied.
-        held = _get(kubectl, namespace, "later")
+        held = get(kubectl, namespace, "modelversion", "later")
         assert held["metadata"]["deletionTimestamp"]
         assert "mlcycle.dev/finalizer" in held["metadata"]["finalizers"]
     finally:
         stack.start_mlflow()
-    eventually("the object gone", lambda: not _get(kubectl, namespace, "later"), timeout=120)
+    eventually(
+        "the object gone",
+        lambda: not find(kubectl, namespace, "modelversion", "later"),
+        timeout=120,
+    )
     remaining = [v.version for v in mlflow_client.search_model_versions(f"name = '{model}'")]
     assert version not in remaining

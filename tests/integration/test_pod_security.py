@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from typing import Any
@@ -11,25 +12,10 @@ import pytest
 import yaml
 
 from tests.harness import REPO_ROOT, Kubectl, eventually, operator_in_thread
-from tests.integration.test_inferenceservice import _infer, _router_address
+from tests.integration.objects import in_phase
+from tests.integration.serving import READY_TIMEOUT, infer, router_address
 
 pytestmark = pytest.mark.integration
-
-READY_TIMEOUT = 240
-
-
-def _get(kubectl: Kubectl, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(
-        kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
-    )
-    return found
-
-
-def _status_when(
-    kubectl: Kubectl, namespace: str, kind: str, name: str, phase: str
-) -> dict[str, Any] | None:
-    status: dict[str, Any] = _get(kubectl, namespace, kind, name).get("status") or {}
-    return status if status.get("phase") == phase else None
 
 
 def test_train_register_serve_and_canary_in_a_restricted_namespace(
@@ -64,14 +50,14 @@ def test_train_register_serve_and_canary_in_a_restricted_namespace(
         for name in ("iris-a", "iris-b"):
             trained = eventually(
                 f"TrainingJob {name} Succeeded",
-                lambda name=name: _status_when(kubectl, namespace, "tj", name, "Succeeded"),
+                functools.partial(in_phase, kubectl, namespace, "tj", name, "Succeeded"),
                 timeout=READY_TIMEOUT,
                 interval=1,
             )
             registered = eventually(
                 f"the ModelVersion of {name} Ready",
-                lambda trained=trained: _status_when(
-                    kubectl, namespace, "mv", trained["registeredModelVersion"], "Ready"
+                functools.partial(
+                    in_phase, kubectl, namespace, "mv", trained["registeredModelVersion"], "Ready"
                 ),
                 timeout=90,
                 interval=1,
@@ -79,7 +65,7 @@ def test_train_register_serve_and_canary_in_a_restricted_namespace(
             versions.append(int(registered["version"]))
         first, second = sorted(versions)
 
-        isvc = {
+        isvc: dict[str, Any] = {
             "apiVersion": "mlcycle.dev/v1alpha1",
             "kind": "InferenceService",
             "metadata": {"name": "iris"},
@@ -92,20 +78,20 @@ def test_train_register_serve_and_canary_in_a_restricted_namespace(
         kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(isvc))
         eventually(
             "the first version served",
-            lambda: _status_when(kubectl, namespace, "inferenceservice", "iris", "Ready"),
+            lambda: in_phase(kubectl, namespace, "inferenceservice", "iris", "Ready"),
             timeout=READY_TIMEOUT,
             interval=1,
         )
         isvc["spec"]["model"]["version"] = second
         kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(isvc))
 
-        url = eventually("the router ready", lambda: _router_address(kubectl, namespace, "iris"))
+        url = eventually("the router ready", lambda: router_address(kubectl, namespace, "iris"))
 
         def promoted() -> dict[str, Any] | None:
             # The canary's analysis needs requests to judge by.
             for _ in range(3):
-                _infer(url, model, [[5.1, 3.5, 1.4, 0.2]])
-            status = _status_when(kubectl, namespace, "inferenceservice", "iris", "Ready") or {}
+                infer(url, model, [[5.1, 3.5, 1.4, 0.2]])
+            status = in_phase(kubectl, namespace, "inferenceservice", "iris", "Ready") or {}
             stable = status.get("stable") or {}
             return status if stable.get("version") == str(second) else None
 

@@ -12,29 +12,14 @@ import pytest
 
 from mlcycle.api.v1alpha1 import InferenceService
 from mlcycle.plan.serving_names import VERSION_LABEL, model_server_selector
-from mlcycle.plan.traffic_replicas import desired_shared_service, effective_weight, replica_split
+from mlcycle.plan.traffic.replicas import desired_shared_service, effective_weight, replica_split
+from tests.builders import an_inference_service
 from tests.harness import Kubectl, eventually
+from tests.integration.objects import applied
 
 pytestmark = pytest.mark.integration
 
 PORT = 8080
-
-
-def _inference_service(kubectl: Kubectl, namespace: str) -> InferenceService:
-    body = {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "iris", "namespace": namespace},
-        "spec": {
-            "model": {"name": "iris", "version": 1},
-            "server": {"replicas": 3},
-            "traffic": {"mode": "replicas"},
-            "rollout": {"capacity": "neutral"},
-        },
-    }
-    kubectl("apply", "--server-side", "-f", "-", input_text=json.dumps(body))
-    stored = kubectl("get", "inferenceservice", "iris", "-n", namespace, "-o", "json").stdout
-    return InferenceService.from_body(json.loads(stored))
 
 
 def _track_deployment(isvc: InferenceService, track: str, replicas: int) -> dict[str, Any]:
@@ -121,7 +106,15 @@ def _ready_endpoint_addresses(kubectl: Kubectl, namespace: str, service: str) ->
 
 
 def test_shared_service_spans_both_tracks(kubectl: Kubectl, namespace: str) -> None:
-    isvc = _inference_service(kubectl, namespace)
+    isvc = applied(
+        kubectl,
+        namespace,
+        an_inference_service("iris")
+        .model("iris", version=1)
+        .replicas(3)
+        .traffic("replicas")
+        .rollout(capacity="neutral"),
+    )
     stable_replicas, canary_replicas = replica_split(
         isvc.spec.server.replicas, 33, capacity=isvc.spec.rollout.capacity, stable_replicas=3
     )

@@ -61,7 +61,7 @@ class Client:
             connection = self._local.connection = http.client.HTTPConnection(
                 self.host, self.port, timeout=10
             )
-        return connection  # type: ignore[no-any-return]
+        return connection
 
     def request(
         self,

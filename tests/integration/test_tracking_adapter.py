@@ -17,7 +17,8 @@ from mlflow.entities import Metric, Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from mlcycle.adapters.errors import InvalidError, NotFoundError, UnavailableError
-from mlcycle.adapters.tracking import UID_TAG, DatasetInput, MlflowTracking, RunRecord
+from mlcycle.adapters.mlflowclient import UID_TAG
+from mlcycle.adapters.tracking import DatasetInput, MlflowTracking, RunRecord
 from mlcycle.dev.processes import free_port
 
 pytestmark = pytest.mark.integration

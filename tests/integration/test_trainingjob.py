@@ -6,8 +6,6 @@ import json
 import shlex
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mlcycle.dev.cluster import LocalStack
+from tests.builders import a_training_job
 from tests.harness import (
     REPO_ROOT,
     Kubectl,
@@ -25,51 +24,11 @@ from tests.harness import (
     operator_in_thread,
     scrape,
 )
+from tests.integration.objects import apply, find, in_phase, wait_for_phase
 
 pytestmark = pytest.mark.integration
 
 TERMINAL = ("Succeeded", "Failed")
-
-
-@pytest.fixture
-def operator(namespace: str) -> Iterator[RunningOperator]:
-    with operator_in_thread([namespace]) as running:
-        yield running
-
-
-def _apply(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
-    manifest = {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {"image": "example/train:1", **spec},
-    }
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
-
-
-def _get(kubectl: Kubectl, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
-    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    found: dict[str, Any] = json.loads(result.stdout)
-    return found
-
-
-def _finished(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
-    def terminal_status() -> dict[str, Any] | None:
-        tj = _get(kubectl, namespace, "trainingjob", name) or {}
-        status: dict[str, Any] = tj.get("status") or {}
-        return status if status.get("phase") in TERMINAL else None
-
-    return eventually(f"TrainingJob {name} to finish", terminal_status, timeout=timeout)
-
-
-def _event_reasons(kubectl: Kubectl, namespace: str, name: str) -> Counter[str]:
-    return event_reasons(kubectl, namespace, "TrainingJob", name)
-
-
-def _scrape(operator: RunningOperator) -> str:
-    return scrape(operator.url)
 
 
 def _mlflow(stack: LocalStack) -> MlflowClient:
@@ -81,7 +40,7 @@ def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
 ) -> None:
     manifest = yaml.safe_load((REPO_ROOT / "examples" / "iris" / "trainingjob.yaml").read_text())
     kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
-    status = _finished(kubectl, namespace, "iris", timeout=180)
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "iris", *TERMINAL, timeout=180)
     assert status["phase"] == "Succeeded", status
     assert status["metrics"]["accuracy"] >= 0.9
     assert status["startTime"]
@@ -98,7 +57,7 @@ def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
     )
     assert [m.name for m in models] == ["model"]
     version_name = status["registeredModelVersion"]
-    model_version = _get(kubectl, namespace, "modelversion", version_name)
+    model_version = find(kubectl, namespace, "modelversion", version_name)
     assert model_version is not None
     assert model_version["spec"]["modelName"] == "iris"
     # The run, not the TrainingJob, is the source: the TrainingJob may expire by its TTL.
@@ -109,7 +68,7 @@ def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
     assert model_version["spec"]["aliases"] == ["challenger"]
 
     def registered() -> dict[str, Any] | None:
-        found = _get(kubectl, namespace, "modelversion", version_name) or {}
+        found = find(kubectl, namespace, "modelversion", version_name) or {}
         registered_status: dict[str, Any] = found.get("status") or {}
         return registered_status if registered_status.get("phase") == "Ready" else None
 
@@ -125,10 +84,10 @@ def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
     assert "METRIC" in printed
     assert status["primaryMetric"] in printed
     # Each transition is announced once, however many triggers raced to observe it.
-    reasons = _event_reasons(kubectl, namespace, "iris")
+    reasons = event_reasons(kubectl, namespace, "TrainingJob", "iris")
     for reason in ("RunBound", "Completed", "ModelRegistered"):
         assert reasons[reason] == 1, reasons
-    exposition = _scrape(operator)
+    exposition = scrape(operator.url)
     assert 'mlcycle_trainingjobs{phase="Succeeded"} 1.0' in exposition
     assert 'mlcycle_training_duration_seconds_count{result="Succeeded"} 1.0' in exposition
 
@@ -136,14 +95,15 @@ def test_iris_trains_logs_to_mlflow_and_registers_when_gates_pass(
 def test_failing_script_fails_with_exit_code_and_message_and_the_run_fails(
     stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    _apply(
+    apply(
         kubectl,
         namespace,
-        "crash",
-        command=["python", "-c", "import sys; print('loss went NaN'); sys.exit(3)"],
-        backoffLimit=0,
+        a_training_job("crash")
+        .command("python", "-c", "import sys; print('loss went NaN'); sys.exit(3)")
+        .backoff_limit(0)
+        .manifest(),
     )
-    status = _finished(kubectl, namespace, "crash")
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "crash", *TERMINAL, timeout=120)
     assert status["phase"] == "Failed"
     assert "3" in status["failureMessage"]
     assert "loss went NaN" in status["failureMessage"]
@@ -151,23 +111,24 @@ def test_failing_script_fails_with_exit_code_and_message_and_the_run_fails(
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True"
     reason = status["failureReason"]
-    assert f'mlcycle_trainingjob_failures_total{{reason="{reason}"}} 1.0' in _scrape(operator)
-    assert _event_reasons(kubectl, namespace, "crash")[reason] == 1
+    assert f'mlcycle_trainingjob_failures_total{{reason="{reason}"}} 1.0' in scrape(operator.url)
+    assert event_reasons(kubectl, namespace, "TrainingJob", "crash")[reason] == 1
 
 
 def test_out_of_memory_fails_with_oomkilled_and_the_run_fails(
     stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
     hog = "b = []\nwhile True:\n    b.append(bytearray(16 * 1024 * 1024))\n"
-    _apply(
+    apply(
         kubectl,
         namespace,
-        "hog",
-        command=["python", "-c", hog],
-        resources={"limits": {"memory": "200Mi"}},
-        backoffLimit=0,
+        a_training_job("hog")
+        .command("python", "-c", hog)
+        .backoff_limit(0)
+        .spec(resources={"limits": {"memory": "200Mi"}})
+        .manifest(),
     )
-    status = _finished(kubectl, namespace, "hog")
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "hog", *TERMINAL, timeout=120)
     assert status["phase"] == "Failed"
     assert status["failureReason"] == "OOMKilled", status
     assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "FAILED"
@@ -176,42 +137,42 @@ def test_out_of_memory_fails_with_oomkilled_and_the_run_fails(
 def test_pods_stuck_pending_fail_at_the_startup_deadline(
     stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    _apply(
+    apply(
         kubectl,
         namespace,
-        "stuck",
-        command=["python", "-c", "pass"],
-        podTemplate={"nodeSelector": {"mlcycle.dev/no-such-node": "true"}},
-        startupDeadlineSeconds=3,
+        a_training_job("stuck")
+        .command("python", "-c", "pass")
+        .startup_deadline(3)
+        .spec(podTemplate={"nodeSelector": {"mlcycle.dev/no-such-node": "true"}})
+        .manifest(),
     )
-    status = _finished(kubectl, namespace, "stuck")
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "stuck", *TERMINAL, timeout=120)
     assert status["phase"] == "Failed"
     assert status["failureReason"] == "StartupDeadlineExceeded", status
     assert "Unschedulable" in status["failureMessage"] or "schedul" in status["failureMessage"]
     # Failing fast also frees the queue: no Job keeps a pod waiting for a node.
     eventually(
         "the stuck Job to be deleted",
-        lambda: _get(kubectl, namespace, "job", status["jobName"]) is None,
+        lambda: find(kubectl, namespace, "job", status["jobName"]) is None,
         timeout=30,
     )
     assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "FAILED"
 
 
-def _phase_is(kubectl: Kubectl, namespace: str, name: str, phase: str) -> dict[str, Any] | None:
-    status: dict[str, Any] = (_get(kubectl, namespace, "trainingjob", name) or {}).get(
-        "status"
-    ) or {}
-    return status if status.get("phase") == phase else None
-
-
 def test_suspend_and_resume_follow_the_job_and_the_printer_columns(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    _apply(kubectl, namespace, "paused", command=["python", "-c", "pass"], suspend=True)
-    eventually(
-        "paused Suspended", lambda: _phase_is(kubectl, namespace, "paused", "Suspended"), timeout=60
+    apply(
+        kubectl,
+        namespace,
+        a_training_job("paused").command("python", "-c", "pass").suspended().manifest(),
     )
-    job = _get(kubectl, namespace, "job", "paused")
+    eventually(
+        "paused Suspended",
+        lambda: in_phase(kubectl, namespace, "trainingjob", "paused", "Suspended"),
+        timeout=60,
+    )
+    job = find(kubectl, namespace, "job", "paused")
     assert job is not None
     assert job["spec"]["suspend"] is True
     assert "Suspended" in kubectl("get", "trainingjob", "paused", "-n", namespace).stdout
@@ -219,7 +180,7 @@ def test_suspend_and_resume_follow_the_job_and_the_printer_columns(
         "patch", "trainingjob", "paused", "-n", namespace, "--type=merge",
         "-p", '{"spec":{"suspend":false}}',
     )  # fmt: skip
-    status = _finished(kubectl, namespace, "paused")
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "paused", *TERMINAL, timeout=120)
     assert status["phase"] == "Succeeded"
     suspended = next(c for c in status["conditions"] if c["type"] == "Suspended")
     assert suspended["status"] == "False"
@@ -229,17 +190,21 @@ def test_suspend_and_resume_follow_the_job_and_the_printer_columns(
 def test_queued_training_waits_for_kueue_admission(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    _apply(kubectl, namespace, "queued", command=["python", "-c", "pass"], queueName="gpu-queue")
+    apply(
+        kubectl,
+        namespace,
+        a_training_job("queued").command("python", "-c", "pass").queue("gpu-queue").manifest(),
+    )
     job = eventually(
         "a suspended Job labelled for Kueue",
-        lambda: _get(kubectl, namespace, "job", "queued"),
+        lambda: find(kubectl, namespace, "job", "queued"),
         timeout=60,
     )
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert job["spec"]["suspend"] is True
 
     def not_admitted() -> dict[str, Any] | None:
-        status = (_get(kubectl, namespace, "trainingjob", "queued") or {}).get("status") or {}
+        status = (find(kubectl, namespace, "trainingjob", "queued") or {}).get("status") or {}
         admitted = [c for c in status.get("conditions", []) if c["type"] == "Admitted"]
         return status if admitted and admitted[0]["status"] == "False" else None
 
@@ -249,7 +214,7 @@ def test_queued_training_waits_for_kueue_admission(
         "patch", "job", "queued", "-n", namespace, "--type=merge",
         "-p", '{"spec":{"suspend":false}}',
     )  # fmt: skip
-    status = _finished(kubectl, namespace, "queued")
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "queued", *TERMINAL, timeout=120)
     assert status["phase"] == "Succeeded"
     admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
     assert admitted["status"] == "True"
@@ -258,14 +223,15 @@ def test_queued_training_waits_for_kueue_admission(
 def test_deadline_exceeded_kills_the_run(
     stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    _apply(
+    apply(
         kubectl,
         namespace,
-        "slow",
-        command=["python", "-c", "import time; time.sleep(600)"],
-        activeDeadlineSeconds=3,
+        a_training_job("slow")
+        .command("python", "-c", "import time; time.sleep(600)")
+        .spec(activeDeadlineSeconds=3)
+        .manifest(),
     )
-    status = _finished(kubectl, namespace, "slow")
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "slow", *TERMINAL, timeout=120)
     assert status["phase"] == "Failed"
     assert status["failureReason"] == "DeadlineExceeded"
     assert _mlflow(stack).get_run(status["mlflowRunId"]).info.status == "KILLED"
@@ -275,14 +241,15 @@ def test_gates_not_met_say_which_metric_missed_and_register_nothing(
     stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
     script = "import mlflow\nwith mlflow.start_run():\n    mlflow.log_metric('accuracy', 0.5)\n"
-    _apply(
+    apply(
         kubectl,
         namespace,
-        "weak",
-        command=["python", "-c", script],
-        register={"modelName": "weak", "gates": [{"metric": "accuracy", "op": ">=", "value": 0.9}]},
+        a_training_job("weak")
+        .command("python", "-c", script)
+        .registration("weak", gates=[{"metric": "accuracy", "op": ">=", "value": 0.9}])
+        .manifest(),
     )
-    status = _finished(kubectl, namespace, "weak", timeout=150)
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "weak", *TERMINAL, timeout=150)
     assert status["phase"] == "Succeeded"
     assert not status.get("registeredModelVersion")
     gate = next(c for c in status["conditions"] if c["type"] == "ModelRegistered")
@@ -322,21 +289,25 @@ def test_the_champion_gate_compares_with_the_real_champion_and_refuses_a_missing
             f"    mlflow.log_metric('accuracy', {accuracy})\n"
         )
         register |= {"modelName": model_name, "compareTo": "@champion", "compareMetric": "accuracy"}
-        _apply(kubectl, namespace, name, command=["python", "-c", script], register=register)
+        apply(
+            kubectl,
+            namespace,
+            a_training_job(name).command("python", "-c", script).spec(register=register).manifest(),
+        )
 
     train("beats", scored, 0.95)
     train("trails", scored, 0.85)
     train("nothing-to-beat", unscored, 0.95)
 
     def gate(name: str) -> dict[str, Any]:
-        status = _finished(kubectl, namespace, name, timeout=180)
+        status = wait_for_phase(kubectl, namespace, "trainingjob", name, *TERMINAL, timeout=180)
         assert status["phase"] == "Succeeded", status
         condition = eventually(
             f"ModelRegistered on {name}",
             lambda: next(
                 (
                     c
-                    for c in (_get(kubectl, namespace, "trainingjob", name) or {})
+                    for c in (find(kubectl, namespace, "trainingjob", name) or {})
                     .get("status", {})
                     .get("conditions", [])
                     if c["type"] == "ModelRegistered"
@@ -365,7 +336,10 @@ def test_the_champion_gate_compares_with_the_real_champion_and_refuses_a_missing
     assert opted_in["status"] == "True", opted_in
     assert opted_in["registered"]
     # One Event for the refusal, however many triggers observed it.
-    assert _event_reasons(kubectl, namespace, "nothing-to-beat")["ChampionMetricMissing"] == 1
+    assert (
+        event_reasons(kubectl, namespace, "TrainingJob", "nothing-to-beat")["ChampionMetricMissing"]
+        == 1
+    )
 
 
 # Each rank reports its environment as its termination message, which the test reads back
@@ -399,14 +373,18 @@ def _reported_env(kubectl: Kubectl, namespace: str, job_name: str) -> list[dict[
 def test_two_workers_get_the_distributed_environment(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    _apply(kubectl, namespace, "gang", command=["python", "-c", _RANK_SCRIPT], workers=2)
-    status = _finished(kubectl, namespace, "gang")
+    apply(
+        kubectl,
+        namespace,
+        a_training_job("gang").command("python", "-c", _RANK_SCRIPT).workers(2).manifest(),
+    )
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "gang", *TERMINAL, timeout=120)
     assert status["phase"] == "Succeeded", status
-    job = _get(kubectl, namespace, "job", status["jobName"])
+    job = find(kubectl, namespace, "job", status["jobName"])
     assert job is not None
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == 2
-    assert _get(kubectl, namespace, "service", "gang") is not None
+    assert find(kubectl, namespace, "service", "gang") is not None
     reported = _reported_env(kubectl, namespace, "gang")
     assert sorted(env["RANK"] for env in reported) == ["0", "1"], reported
     assert {env["MASTER_ADDR"] for env in reported} == {"gang-0.gang"}
@@ -417,13 +395,13 @@ def test_a_gang_restart_gets_its_own_headless_service(
 ) -> None:
     marker = str(tmp_path / "rank-1-failed-once")
     command = ["python", "-c", _RANK_SCRIPT, marker]
-    _apply(kubectl, namespace, "regang", command=command, workers=2)
-    status = _finished(kubectl, namespace, "regang")
+    apply(kubectl, namespace, a_training_job("regang").workers(2).spec(command=command).manifest())
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "regang", *TERMINAL, timeout=120)
     assert status["phase"] == "Succeeded", status
     assert status["jobName"] == "regang-r1"
     # MASTER_ADDR of the new attempt names its own Service: without it the name of rank 0
     # does not resolve on a real cluster.
-    service = _get(kubectl, namespace, "service", "regang-r1")
+    service = find(kubectl, namespace, "service", "regang-r1")
     assert service is not None
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"]["mlcycle.dev/attempt"] == "1"
@@ -435,10 +413,14 @@ def test_a_gang_restart_gets_its_own_headless_service(
 def test_deleting_the_trainingjob_removes_job_and_pods_and_kills_the_run(
     stack: LocalStack, kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    _apply(kubectl, namespace, "doomed", command=["python", "-c", "import time; time.sleep(600)"])
+    apply(
+        kubectl,
+        namespace,
+        a_training_job("doomed").command("python", "-c", "import time; time.sleep(600)").manifest(),
+    )
 
     def running() -> dict[str, Any] | None:
-        tj = _get(kubectl, namespace, "trainingjob", "doomed") or {}
+        tj = find(kubectl, namespace, "trainingjob", "doomed") or {}
         status: dict[str, Any] = tj.get("status") or {}
         return status if status.get("phase") == "Running" else None
 
@@ -447,7 +429,7 @@ def test_deleting_the_trainingjob_removes_job_and_pods_and_kills_the_run(
     eventually(
         "the Job and its pods to be garbage-collected",
         lambda: (
-            _get(kubectl, namespace, "job", status["jobName"]) is None
+            find(kubectl, namespace, "job", status["jobName"]) is None
             and "doomed" not in kubectl("get", "pods", "-n", namespace, "-o", "name").stdout
         ),
         timeout=60,
@@ -459,14 +441,20 @@ def test_operator_restart_mid_run_creates_no_second_run_or_job(
     stack: LocalStack, kubectl: Kubectl, namespace: str
 ) -> None:
     with operator_in_thread([namespace]):
-        _apply(kubectl, namespace, "steady", command=["python", "-c", "import time; time.sleep(8)"])
+        apply(
+            kubectl,
+            namespace,
+            a_training_job("steady")
+            .command("python", "-c", "import time; time.sleep(8)")
+            .manifest(),
+        )
         eventually(
             "a Job for steady",
-            lambda: _get(kubectl, namespace, "job", "steady"),
+            lambda: find(kubectl, namespace, "job", "steady"),
             timeout=60,
         )
     with operator_in_thread([namespace]):
-        status = _finished(kubectl, namespace, "steady")
+        status = wait_for_phase(kubectl, namespace, "trainingjob", "steady", *TERMINAL, timeout=120)
     assert status["phase"] == "Succeeded"
     jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
     assert [j["metadata"]["name"] for j in jobs] == ["steady"]
@@ -484,23 +472,27 @@ def test_mlflow_outage_holds_the_training_with_a_condition_then_it_runs_once(
 ) -> None:
     stack.stop_mlflow()
     try:
-        _apply(kubectl, namespace, "patient", command=["python", "-c", "pass"])
+        apply(
+            kubectl,
+            namespace,
+            a_training_job("patient").command("python", "-c", "pass").manifest(),
+        )
 
         def unavailable() -> dict[str, Any] | None:
-            status = (_get(kubectl, namespace, "trainingjob", "patient") or {}).get("status") or {}
+            status = (find(kubectl, namespace, "trainingjob", "patient") or {}).get("status") or {}
             tracking = [c for c in status.get("conditions", []) if c["type"] == "TrackingReady"]
             return status if tracking and tracking[0]["reason"] == "MLflowUnavailable" else None
 
         eventually("TrackingReady=False MLflowUnavailable", unavailable, timeout=60)
         # No pod may start before its run exists: the run id is what it logs into.
-        assert _get(kubectl, namespace, "job", "patient") is None
+        assert find(kubectl, namespace, "job", "patient") is None
     finally:
         stack.start_mlflow()
     # Backoff doubles per failed attempt (capped at 5 min), so the wait after MLflow is back
     # depends on how long it took to come back.
-    status = _finished(kubectl, namespace, "patient", timeout=360)
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "patient", *TERMINAL, timeout=360)
     assert status["phase"] == "Succeeded"
-    assert _event_reasons(kubectl, namespace, "patient")["MLflowUnavailable"] == 1
+    assert event_reasons(kubectl, namespace, "TrainingJob", "patient")["MLflowUnavailable"] == 1
     runs = _mlflow(stack).search_runs(
         experiment_ids=[
             _mlflow(stack).get_experiment_by_name(namespace).experiment_id  # type: ignore[union-attr]
@@ -519,15 +511,19 @@ def test_a_refused_job_is_a_condition_and_runs_once_the_quota_allows_it(
     eventually(
         "the quota counted by the controller-manager",
         lambda: (
-            (_get(kubectl, namespace, "resourcequota", "no-jobs") or {})
+            (find(kubectl, namespace, "resourcequota", "no-jobs") or {})
             .get("status", {})
             .get("hard")
         ),
     )
-    _apply(kubectl, namespace, "quota", command=["python", "-c", "pass"])
+    apply(
+        kubectl,
+        namespace,
+        a_training_job("quota").command("python", "-c", "pass").manifest(),
+    )
 
     def refused() -> dict[str, Any] | None:
-        status = (_get(kubectl, namespace, "trainingjob", "quota") or {}).get("status") or {}
+        status = (find(kubectl, namespace, "trainingjob", "quota") or {}).get("status") or {}
         found = [c for c in status.get("conditions", []) if c["type"] == "ChildrenApplied"]
         return found[0] if found and found[0]["status"] == "False" else None
 
@@ -535,11 +531,11 @@ def test_a_refused_job_is_a_condition_and_runs_once_the_quota_allows_it(
     assert condition["reason"] == "JobRefused"
     assert "quota" in condition["message"]
     time.sleep(4)  # a few retries: still one Event, no Job
-    assert _event_reasons(kubectl, namespace, "quota")["JobRefused"] == 1
+    assert event_reasons(kubectl, namespace, "TrainingJob", "quota")["JobRefused"] == 1
     assert not json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
 
     kubectl("delete", "quota", "no-jobs", "-n", namespace)
-    status = _finished(kubectl, namespace, "quota", timeout=180)
+    status = wait_for_phase(kubectl, namespace, "trainingjob", "quota", *TERMINAL, timeout=180)
     assert status["phase"] == "Succeeded"
     applied = next(c for c in status["conditions"] if c["type"] == "ChildrenApplied")
     assert (applied["status"], applied["reason"]) == ("True", "Applied")
@@ -554,15 +550,13 @@ def test_the_run_records_image_command_code_version_and_the_ui_link(
     ui = "https://mlflow.example.com/ui"
     code = "import mlflow; mlflow.start_run(); mlflow.log_metric('loss', 0.5)"
     with operator_in_thread([namespace], mlflow_ui_url=ui):
-        _apply(
-            kubectl, namespace, "traced",
-            command=["python", "-c", code],
-            env=[
-                {"name": "GIT_COMMIT", "value": commit},
-                {"name": "GIT_REPO_URL", "value": "https://github.com/acme/iris.git"},
-            ],
-        )  # fmt: skip
-        status = _finished(kubectl, namespace, "traced", timeout=120)
+        traced = a_training_job("traced").command("python", "-c", code)
+        git = [
+            {"name": "GIT_COMMIT", "value": commit},
+            {"name": "GIT_REPO_URL", "value": "https://github.com/acme/iris.git"},
+        ]
+        apply(kubectl, namespace, traced.spec(env=git).manifest())
+        status = wait_for_phase(kubectl, namespace, "trainingjob", "traced", *TERMINAL, timeout=120)
     assert status["phase"] == "Succeeded", status
     run_id = status["mlflowRunId"]
     tags = _mlflow(stack).get_run(run_id).data.tags

@@ -17,26 +17,9 @@ import yaml
 from mlcycle.api.v1alpha1 import FINALIZER
 from mlcycle.dev.iris_versions import register_iris_versions
 from tests.harness import Kubectl, eventually, operator_in_thread
+from tests.integration.objects import finalizers, status_of
 
 pytestmark = pytest.mark.integration
-
-
-def _object(kubectl: Kubectl, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(
-        kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
-    )
-    return found
-
-
-def _finalized(kubectl: Kubectl, namespace: str, kind: str, name: str) -> bool:
-    return FINALIZER in (
-        _object(kubectl, namespace, kind, name)["metadata"].get("finalizers") or []
-    )
-
-
-def _phase(kubectl: Kubectl, namespace: str, kind: str, name: str) -> str | None:
-    phase: str | None = (_object(kubectl, namespace, kind, name).get("status") or {}).get("phase")
-    return phase
 
 
 def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalled(
@@ -79,13 +62,13 @@ def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalle
         kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump_all(documents))
         eventually(
             "the long training Running",
-            lambda: _phase(kubectl, namespace, "tj", "long") == "Running",
+            lambda: status_of(kubectl, namespace, "tj", "long").get("phase") == "Running",
             timeout=90,
         )
         eventually(
             "both versions Ready",
             lambda: all(
-                _phase(kubectl, namespace, "mv", name) == "Ready"
+                status_of(kubectl, namespace, "mv", name).get("phase") == "Ready"
                 for name in ("adopted", "retained")
             ),
             timeout=90,
@@ -101,8 +84,8 @@ def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalle
         eventually(
             "the short training finished and released",
             lambda: (
-                _phase(kubectl, namespace, "tj", "short") == "Succeeded"
-                and not _finalized(kubectl, namespace, "tj", "short")
+                status_of(kubectl, namespace, "tj", "short").get("phase") == "Succeeded"
+                and FINALIZER not in finalizers(kubectl, namespace, "tj", "short")
             ),
             timeout=90,
         )
@@ -110,9 +93,9 @@ def test_a_namespace_of_all_three_kinds_deletes_after_the_operator_is_uninstalle
         # give up. A retained version without aliases and a served model have none, while
         # the operator runs and ticks them.
         for kind, name in (("tj", "long"), ("mv", "adopted")):
-            assert _finalized(kubectl, namespace, kind, name), (kind, name)
+            assert FINALIZER in finalizers(kubectl, namespace, kind, name), (kind, name)
         for kind, name in (("mv", "retained"), ("inferenceservice", "served")):
-            assert not _finalized(kubectl, namespace, kind, name), (kind, name)
+            assert FINALIZER not in finalizers(kubectl, namespace, kind, name), (kind, name)
 
     # The operator is gone (helm uninstall); the documented step releases its objects.
     released = subprocess.run(

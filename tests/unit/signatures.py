@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mlcycle.dataplane.server.signature import InputValidator, Signature, parse_signature
+from mlcycle.dataplane.server.signature import Signature, parse_signature
+from mlcycle.dataplane.server.validation import InputValidator
 
 
 def columns_signature(

@@ -22,19 +22,21 @@ from mlcycle.api.v1alpha1 import (
     ModelVersion,
     TrainingJob,
 )
+from tests.builders import a_model_version, a_training_job, an_inference_service
 
 pytestmark = pytest.mark.unit
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def _body(kind: type[CustomResource], spec: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+def _body(kind: type[CustomResource], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored object whose spec is exactly `spec`, in wire form: the tables below are the
+    specs under test, so no builder default may slip in."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": kind.kind_name(),
         "metadata": {"name": "x", "namespace": "ns", "uid": "u-1", "generation": 1},
         "spec": dict(spec),
-        **extra,
     }
 
 
@@ -461,17 +463,17 @@ def test_invalid_specs_are_refused_at_the_field_with_a_reason(
 
 
 def test_defaults_fill_what_the_user_left_out() -> None:
-    job = TrainingJob.from_body(_body(TrainingJob, TRAINING))
+    job = a_training_job().command("python", "train.py").obj()
     assert (job.spec.workers, job.spec.suspend, job.spec.hyperparameters, job.status) == (
         1,
         False,
         {},
         None,
     )
-    version = ModelVersion.from_body(_body(ModelVersion, MODEL_VERSION))
+    version = a_model_version().model("iris").from_uri("s3://models/iris").obj()
     assert version.spec.deletion_policy == "Retain"
     assert version.spec.aliases == []
-    service = InferenceService.from_body(_body(InferenceService, SERVICE))
+    service = an_inference_service().model("iris", alias="champion").obj()
     assert service.spec.traffic.mode == "router"
     assert service.spec.rollout.strategy == "Canary"
     assert service.spec.rollout.steps == [10, 25, 50]
@@ -483,15 +485,19 @@ def test_defaults_fill_what_the_user_left_out() -> None:
 
 
 def test_defaults_are_not_shared_between_objects() -> None:
-    first = InferenceService.from_body(_body(InferenceService, SERVICE))
-    second = InferenceService.from_body(_body(InferenceService, SERVICE))
+    first = an_inference_service().model("iris", alias="champion").obj()
+    second = an_inference_service().model("iris", alias="champion").obj()
     first.spec.rollout.steps.append(75)
     assert second.spec.rollout.steps == [10, 25, 50]
 
 
 def test_fields_are_camel_case_on_the_wire_and_snake_case_in_python() -> None:
-    spec = {**TRAINING, "ttlSecondsAfterFinished": 30, "register": {"modelName": "m"}}
-    job = TrainingJob.from_body(_body(TrainingJob, spec))
+    job = (
+        a_training_job()
+        .command("python", "train.py")
+        .spec(ttlSecondsAfterFinished=30, register={"modelName": "m"})
+        .obj()
+    )
     assert job.spec.ttl_seconds_after_finished == 30
     assert job.spec.registration is not None
     assert job.spec.registration.model_name == "m"
@@ -506,7 +512,7 @@ def test_fields_are_camel_case_on_the_wire_and_snake_case_in_python() -> None:
 
 
 def test_from_body_takes_kopf_bodies_and_ignores_unknown_metadata() -> None:
-    raw = _body(TrainingJob, TRAINING)
+    raw = a_training_job().command("python", "train.py").body()
     raw["metadata"].update(
         managedFields=[{"manager": "kubectl"}],
         ownerReferences=[],
@@ -539,7 +545,7 @@ def test_from_body_takes_kopf_bodies_and_ignores_unknown_metadata() -> None:
 
 def test_a_body_of_another_kind_is_refused() -> None:
     with pytest.raises(ValidationError, match="kind"):
-        TrainingJob.from_body(_body(ModelVersion, MODEL_VERSION) | {"kind": "ModelVersion"})
+        TrainingJob.from_body(a_model_version().model("iris").from_uri("s3://models/iris").body())
 
 
 @pytest.mark.parametrize(
@@ -551,7 +557,7 @@ def test_a_body_of_another_kind_is_refused() -> None:
 )
 def test_status_is_typed_too(status: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        TrainingJob.from_body(_body(TrainingJob, TRAINING, status=status))
+        a_training_job().command("python", "train.py").status(**status).obj()
 
 
 def test_conditions_round_trip_in_wire_form() -> None:

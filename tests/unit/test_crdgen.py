@@ -20,7 +20,7 @@ from mlcycle.api.crdgen import (
     write_crds,
 )
 from mlcycle.api.v1alpha1 import KINDS, ApiModel, CustomResource, TrainingJob
-from mlcycle.api.v1alpha1.common import KubeObject, Quantity
+from mlcycle.api.v1alpha1.validation import KubeObject, Quantity
 
 pytestmark = pytest.mark.unit
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from mlcycle.dataplane.router import config as config_module
+from mlcycle.api import routerconfig as config_module
+from mlcycle.api.routerconfig import Endpoint, RouterConfig
 from mlcycle.dataplane.router.app import RouterSettings
-from mlcycle.dataplane.router.config import Endpoint, RouterConfig
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mlcycle.adapters.servingmetrics import backend_sample
+from mlcycle.api.routerconfig import Endpoint, RouterConfig
 from mlcycle.dataplane.grpc.status import HTTP_STATUS_OF_GRPC
-from mlcycle.dataplane.router.config import Endpoint, RouterConfig
 from mlcycle.dataplane.router.grpc_proxy import (
     channel_target,
     client_host,

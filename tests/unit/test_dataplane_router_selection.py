@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mlcycle.dataplane.router.config import RouterConfig
+from mlcycle.api.routerconfig import RouterConfig
 from mlcycle.dataplane.router.selection import (
     RoutingPolicy,
     ShareCounter,

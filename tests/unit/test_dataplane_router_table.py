@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mlcycle.dataplane.router.config import BackendConfig, Endpoint, RouterConfig
+from mlcycle.api.routerconfig import BackendConfig, Endpoint, RouterConfig
 from mlcycle.dataplane.router.table import (
     DiscoveredEndpoint,
     RoutingTable,

@@ -13,7 +13,8 @@ import pytest
 from mlcycle.dataplane.server.app import ModelServer
 from mlcycle.dataplane.server.config import ServerConfig
 from mlcycle.dataplane.server.flavors import LoadedModel
-from mlcycle.dataplane.server.signature import InputValidator, Signature
+from mlcycle.dataplane.server.signature import Signature
+from mlcycle.dataplane.server.validation import InputValidator
 
 pytestmark = pytest.mark.unit
 

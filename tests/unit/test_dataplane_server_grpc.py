@@ -27,8 +27,8 @@ from mlcycle.dataplane.server.app import ModelServer
 from mlcycle.dataplane.server.config import ServerConfig
 from mlcycle.dataplane.server.flavors import LoadedModel
 from mlcycle.dataplane.server.grpc_servicer import start_grpc
-from mlcycle.dataplane.server.signature import InputValidator
 from mlcycle.dataplane.server.source import ModelIdentity
+from mlcycle.dataplane.server.validation import InputValidator
 from mlcycle.dev.processes import free_port
 from tests.unit.signatures import columns_signature
 

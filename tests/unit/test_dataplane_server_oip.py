@@ -29,8 +29,9 @@ from mlcycle.dataplane.server.oip import (
     parse_oip_infer,
     server_metadata,
 )
-from mlcycle.dataplane.server.signature import InputValidator, RequestError, parse_signature
+from mlcycle.dataplane.server.signature import parse_signature
 from mlcycle.dataplane.server.source import ModelIdentity
+from mlcycle.dataplane.server.validation import InputValidator, RequestError
 from tests.unit.signatures import COLUMNS, EXPECTED, SIGNATURE, VALIDATOR, columns_signature
 
 pytestmark = pytest.mark.unit

@@ -18,7 +18,8 @@ from mlcycle.dataplane.server.scoring import (
     media_type,
     parse_invocations,
 )
-from mlcycle.dataplane.server.signature import InputValidator, RequestError, parse_signature
+from mlcycle.dataplane.server.signature import parse_signature
+from mlcycle.dataplane.server.validation import InputValidator, RequestError
 from tests.unit.signatures import COLUMNS, EXPECTED, SIGNATURE, VALIDATOR, columns_signature
 
 pytestmark = pytest.mark.unit

@@ -9,13 +9,8 @@ import pandas as pd
 import pytest
 
 from mlcycle.dataplane.server.flavors import sklearn_takes_missing
-from mlcycle.dataplane.server.signature import (
-    InputValidator,
-    RequestError,
-    parse_signature,
-    row_count,
-    signature_as_json,
-)
+from mlcycle.dataplane.server.signature import parse_signature, signature_as_json
+from mlcycle.dataplane.server.validation import InputValidator, RequestError, row_count
 
 pytestmark = pytest.mark.unit
 

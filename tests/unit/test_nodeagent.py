@@ -9,17 +9,13 @@ from typing import Any
 
 import pytest
 
-from mlcycle.dev.nodeagent import podspec
-from mlcycle.dev.nodeagent.agent import AgentConfig, desired_node_status
-from mlcycle.dev.nodeagent.podspec import (
-    ContainerConfigError,
-    ContainerCreateError,
-    ContainerRecord,
-    EnvInputs,
-    PodIpAllocator,
-    PodRuntime,
-    Terminated,
-)
+from mlcycle.dev.nodeagent import containerstatus, envvars, exits, podspec, podstatus, quantity
+from mlcycle.dev.nodeagent.config import AgentConfig
+from mlcycle.dev.nodeagent.containerstatus import ContainerRecord, Terminated
+from mlcycle.dev.nodeagent.envvars import ContainerConfigError, ContainerCreateError, EnvInputs
+from mlcycle.dev.nodeagent.ipam import PodIpAllocator
+from mlcycle.dev.nodeagent.nodestatus import desired_node_status
+from mlcycle.dev.nodeagent.podstatus import PodRuntime
 from mlcycle.dev.nodeagent.probes import ProbeOutcome, ProbeTracker
 
 pytestmark = pytest.mark.unit
@@ -67,13 +63,13 @@ def env_inputs(
         pod_ip="127.77.0.5",
         host_ip="127.0.0.1",
         node_allocatable={"cpu": "8", "memory": "16Gi"},
-        service_env=podspec.service_env("127.0.0.1", 6443),
+        service_env=envvars.service_env("127.0.0.1", 6443),
     )
 
 
 def resolve(container: dict[str, Any], inputs: EnvInputs | None = None) -> dict[str, str]:
     pod = podspec.parse_pod(make_pod(containers=[{"name": "main", **container}]))
-    return podspec.resolve_env(pod, pod.containers[0], inputs or env_inputs())
+    return envvars.resolve_env(pod, pod.containers[0], inputs or env_inputs())
 
 
 # ---- quantities and expansion -------------------------------------------------------------
@@ -93,13 +89,13 @@ def resolve(container: dict[str, Any], inputs: EnvInputs | None = None) -> dict[
     ],
 )
 def test_parse_quantity(text: str | int, expected: Decimal) -> None:
-    assert podspec.parse_quantity(text) == expected
+    assert quantity.parse_quantity(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "abc", "1Xi", "--1"])
 def test_parse_quantity_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="invalid quantity"):
-        podspec.parse_quantity(text)
+        quantity.parse_quantity(text)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +117,7 @@ def test_parse_quantity_rejects_garbage(text: str) -> None:
     ],
 )
 def test_expand_references_follows_kubernetes(text: str, expected: str) -> None:
-    assert podspec.expand_references(text, {"VAR_A": "A", "VAR_B": "B", "EMPTY": ""}) == expected
+    assert envvars.expand_references(text, {"VAR_A": "A", "VAR_B": "B", "EMPTY": ""}) == expected
 
 
 # ---- environment --------------------------------------------------------------------------
@@ -282,7 +278,7 @@ def test_referenced_objects_lists_what_to_read() -> None:
             ]
         )
     )
-    secrets, config_maps = podspec.referenced_objects(pod.containers[0])
+    secrets, config_maps = envvars.referenced_objects(pod.containers[0])
     assert (set(secrets), set(config_maps)) == ({"a", "c"}, {"b", "d"})
 
 
@@ -301,7 +297,7 @@ def test_build_argv_expands_command_and_args() -> None:
             ]
         )
     )
-    argv = podspec.build_argv(pod.containers[0], {"POD_IP": "127.77.0.9"})
+    argv = envvars.build_argv(pod.containers[0], {"POD_IP": "127.77.0.9"})
     assert argv == [
         "python",
         "-m",
@@ -317,7 +313,7 @@ def test_build_argv_expands_command_and_args() -> None:
 def test_a_container_without_command_cannot_run_locally(container: dict[str, Any]) -> None:
     pod = podspec.parse_pod(make_pod(containers=[{"name": "main", **container}]))
     with pytest.raises(ContainerCreateError, match="has no command"):
-        podspec.build_argv(pod.containers[0], {})
+        envvars.build_argv(pod.containers[0], {})
 
 
 # ---- restarts -----------------------------------------------------------------------------
@@ -335,7 +331,7 @@ def test_a_container_without_command_cannot_run_locally(container: dict[str, Any
     ],
 )
 def test_should_restart(policy: str, exit_code: int, restart: bool) -> None:
-    assert podspec.should_restart(policy, exit_code) is restart
+    assert exits.should_restart(policy, exit_code) is restart
 
 
 @pytest.mark.parametrize(
@@ -345,7 +341,7 @@ def test_should_restart(policy: str, exit_code: int, restart: bool) -> None:
 def test_init_containers_retry_until_success_unless_never(
     policy: str, exit_code: int, restart: bool
 ) -> None:
-    assert podspec.init_should_restart(policy, exit_code) is restart
+    assert exits.init_should_restart(policy, exit_code) is restart
 
 
 @pytest.mark.parametrize(
@@ -353,14 +349,14 @@ def test_init_containers_retry_until_success_unless_never(
     [(0, 0.0), (1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (100, 30.0)],
 )
 def test_backoff_doubles_to_a_cap(restarts: int, delay: float) -> None:
-    assert podspec.restart_backoff_seconds(restarts) == delay
+    assert exits.restart_backoff_seconds(restarts) == delay
 
 
 @pytest.mark.parametrize(
     ("returncode", "expected"), [(0, (0, None)), (3, (3, None)), (-9, (137, 9)), (-15, (143, 15))]
 )
 def test_exit_code_and_signal(returncode: int, expected: tuple[int, int | None]) -> None:
-    assert podspec.exit_code_and_signal(returncode) == expected
+    assert exits.exit_code_and_signal(returncode) == expected
 
 
 @pytest.mark.parametrize(
@@ -377,13 +373,13 @@ def test_exit_code_and_signal(returncode: int, expected: tuple[int, int | None])
 def test_termination_message(
     message_file: bytes, log: bytes, policy: str, exit_code: int, expected: str
 ) -> None:
-    assert podspec.termination_message(message_file, log, policy, exit_code) == expected
+    assert exits.termination_message(message_file, log, policy, exit_code) == expected
 
 
 def test_log_tail_keeps_at_most_80_lines_and_2048_bytes() -> None:
     many_lines = b"".join(f"line {i}\n".encode() for i in range(200))
-    assert podspec.log_tail(many_lines).splitlines()[0] == "line 120"
-    assert len(podspec.log_tail(b"y" * 10_000).encode()) == 2048
+    assert exits.log_tail(many_lines).splitlines()[0] == "line 120"
+    assert len(exits.log_tail(b"y" * 10_000).encode()) == 2048
 
 
 # ---- phase and status ---------------------------------------------------------------------
@@ -401,7 +397,7 @@ def exited(code: int, name: str = "main") -> ContainerRecord:
 
 
 def backing_off(code: int, name: str = "main") -> ContainerRecord:
-    return exited(code, name).restarting(podspec.REASON_CRASH_LOOP_BACK_OFF, "back-off")
+    return exited(code, name).restarting(containerstatus.REASON_CRASH_LOOP_BACK_OFF, "back-off")
 
 
 def waiting(name: str = "main") -> ContainerRecord:
@@ -435,7 +431,7 @@ def test_compute_phase(
     terminal: bool,
     phase: str,
 ) -> None:
-    assert podspec.compute_phase(policy, init, main, terminal) == phase
+    assert podstatus.compute_phase(policy, init, main, terminal) == phase
 
 
 def status_for(
@@ -453,7 +449,7 @@ def status_for(
         records=tuple(records),
     )
     view = podspec.parse_pod(pod or make_pod())
-    return podspec.build_pod_status(view, runtime, previous or [], now)
+    return podstatus.build_pod_status(view, runtime, previous or [], now)
 
 
 def conditions(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -530,8 +526,8 @@ def test_other_writers_conditions_are_kept_and_readiness_gates_honoured() -> Non
 
 
 def test_crash_loop_status_shows_waiting_with_last_state() -> None:
-    record = exited(1).restarting(podspec.REASON_CRASH_LOOP_BACK_OFF, "back-off 2s")
-    status = podspec.container_status(record)
+    record = exited(1).restarting(containerstatus.REASON_CRASH_LOOP_BACK_OFF, "back-off 2s")
+    status = containerstatus.container_status(record)
     assert status["state"] == {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 2s"}}
     assert status["lastState"]["terminated"]["exitCode"] == 1
     assert "containerID" not in status
@@ -541,7 +537,7 @@ def test_signal_and_message_appear_in_terminated_state() -> None:
     record = ContainerRecord(name="main", image="img").exited(
         Terminated(exit_code=137, signal=9, reason="OOMKilled", message="oom", finished_at=T0)
     )
-    terminated = podspec.container_status(record)["state"]["terminated"]
+    terminated = containerstatus.container_status(record)["state"]["terminated"]
     assert terminated == {
         "exitCode": 137,
         "signal": 9,
@@ -562,12 +558,12 @@ def test_a_container_reported_running_is_recovered_as_lost() -> None:
         "containerID": "local://9",
         "state": {"running": {"startedAt": "2026-01-01T11:00:00Z"}},
     }
-    record = podspec.recovered_record(spec, reported, T1)
+    record = containerstatus.recovered_record(spec, reported, T1)
     assert record.state == "terminated"
     assert record.restart_count == 2
     assert record.terminated is not None
     assert record.terminated.exit_code == 137
-    assert record.terminated.message == podspec.LOST_PROCESS_MESSAGE
+    assert record.terminated.message == containerstatus.LOST_PROCESS_MESSAGE
 
 
 def test_a_terminated_container_is_recovered_as_it_was() -> None:
@@ -579,7 +575,7 @@ def test_a_terminated_container_is_recovered_as_it_was() -> None:
             "terminated": {"exitCode": 3, "reason": "Error", "finishedAt": "2026-01-01T11:00:00Z"}
         },
     }
-    record = podspec.recovered_record(spec, reported, T1)
+    record = containerstatus.recovered_record(spec, reported, T1)
     assert record.terminated is not None
     assert (record.terminated.exit_code, record.terminated.reason) == (3, "Error")
 

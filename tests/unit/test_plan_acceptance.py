@@ -13,30 +13,21 @@ from mlcycle.plan import reasons
 from mlcycle.plan.acceptance import plan_acceptance
 from mlcycle.plan.conditions import set_condition, status_changed
 from mlcycle.reconcile.acceptance import reconcile_acceptance, spec_error_summary
+from tests.builders import NOW, a_condition, a_training_job, later
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
-T1 = T0 + datetime.timedelta(minutes=5)
-
-
-def _condition(status: str, reason: str = "SpecValid", at: datetime.datetime = T0) -> Condition:
-    return Condition(
-        type="Accepted",
-        status=status,
-        reason=reason,
-        message="",
-        last_transition_time=at,
-        observed_generation=1,
-    )
+T1 = later(minutes=5)
+ACCEPTED = a_condition("Accepted", "True", "SpecValid", observed_generation=1)
+REFUSED = a_condition("Accepted", "False", "InvalidSpec", observed_generation=1)
 
 
 @pytest.mark.parametrize(
     ("previous", "new_status", "expected_transition"),
     [
         pytest.param(None, "True", T1, id="first condition starts now"),
-        pytest.param(_condition("True"), "True", T0, id="same status keeps its time"),
-        pytest.param(_condition("False", "InvalidSpec"), "True", T1, id="flip moves the time"),
+        pytest.param(ACCEPTED, "True", NOW, id="same status keeps its time"),
+        pytest.param(REFUSED, "True", T1, id="flip moves the time"),
     ],
 )
 def test_transition_time_moves_only_with_status(
@@ -58,7 +49,7 @@ def test_transition_time_moves_only_with_status(
 
 
 def test_other_condition_types_are_kept_and_sorted() -> None:
-    ready = _condition("True").model_copy(update={"type": "Ready"})
+    ready = a_condition("Ready", "True", "SpecValid", observed_generation=1)
     updated = set_condition(
         [ready],
         type_="Accepted",
@@ -92,7 +83,7 @@ def test_acceptance_plan(
         phase=phase,
         initial_phase="Pending",
         spec_error=spec_error,
-        now=T0,
+        now=NOW,
     )
     assert plan.status_patch["observedGeneration"] == 3
     assert plan.status_patch.get("phase") == expected_phase
@@ -105,7 +96,7 @@ def test_acceptance_plan(
 
 def test_replanning_an_unchanged_object_writes_nothing_and_posts_no_event() -> None:
     first = plan_acceptance(
-        generation=1, conditions=[], phase=None, initial_phase="Pending", spec_error=None, now=T0
+        generation=1, conditions=[], phase=None, initial_phase="Pending", spec_error=None, now=NOW
     )
     recorded = [Condition.model_validate(c) for c in first.status_patch["conditions"]]
     second = plan_acceptance(
@@ -120,17 +111,8 @@ def test_replanning_an_unchanged_object_writes_nothing_and_posts_no_event() -> N
     assert not status_changed({**first.status_patch}, second.status_patch)
 
 
-def _body(**spec: object) -> dict[str, object]:
-    return {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": "t", "namespace": "ns", "generation": 2, "uid": "u"},
-        "spec": {"image": "i", "command": ["python"], **spec},
-    }
-
-
 def test_reconcile_turns_an_invalid_spec_into_a_condition_not_an_exception() -> None:
-    plan = reconcile_acceptance(TrainingJob, _body(workers=0), now=T0)
+    plan = reconcile_acceptance(TrainingJob, a_training_job().workers(0).body(), now=NOW)
     (accepted,) = plan.status_patch["conditions"]
     assert accepted["status"] == "False"
     assert accepted["reason"] == reasons.INVALID_SPEC
@@ -140,9 +122,9 @@ def test_reconcile_turns_an_invalid_spec_into_a_condition_not_an_exception() -> 
 
 def test_error_summary_names_fields_and_caps_length() -> None:
     with pytest.raises(ValidationError) as caught:
-        TrainingJob.from_body(
-            _body(workers=0, backoffLimit=-1, activeDeadlineSeconds=0, suspend="x")
-        )
+        a_training_job().workers(0).backoff_limit(-1).spec(
+            active_deadline_seconds=0, suspend="x"
+        ).obj()
     summary = spec_error_summary(caught.value, limit=2)
     assert summary.count(";") == 1
     assert "more)" in summary

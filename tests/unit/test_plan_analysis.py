@@ -3,22 +3,19 @@ the verdict against thresholds."""
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 
 from mlcycle.api.v1alpha1.inferenceservice import Analysis, CounterSample
-from mlcycle.plan.analysis import (
+from mlcycle.plan.inferenceservice.analysis import (
     IntervalFigures,
     analyse,
     duration_seconds,
     histogram_quantile,
     interval_figures,
 )
+from tests.builders import NOW
 
 pytestmark = pytest.mark.unit
-
-T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
 
 @pytest.mark.parametrize(
@@ -97,30 +94,30 @@ STRICT = Analysis(min_requests=20, success_rate_min=0.95, latency_p99_max_ms=200
     ],
 )
 def test_live_verdicts(figures: IntervalFigures, outcome: str, message: str | None) -> None:
-    result = analyse(STRICT, figures, mode="live", now=T0)
+    result = analyse(STRICT, figures, mode="live", now=NOW)
     assert result.outcome == outcome
     if message is not None:
         assert result.message is not None
         assert message in result.message
     assert result.requests == int(figures.requests)
-    assert result.time == T0
+    assert result.time == NOW
 
 
 def test_shadow_verdict_counts_mirrored_requests_and_agreement() -> None:
     analysis = Analysis(min_requests=10, shadow_agreement_min=0.9, success_rate_min=0.9)
     agreeing = _figures(0, shadow_requests=50, shadow_comparisons=50, shadow_agreements=49)
-    result = analyse(analysis, agreeing, mode="shadow", now=T0)
+    result = analyse(analysis, agreeing, mode="shadow", now=NOW)
     assert (result.outcome, result.shadow_agreement, result.requests) == ("Passed", 0.98, 50)
     assert result.latency_p99_ms is None
     disagreeing = _figures(0, shadow_requests=50, shadow_comparisons=50, shadow_agreements=40)
-    result = analyse(analysis, disagreeing, mode="shadow", now=T0)
+    result = analyse(analysis, disagreeing, mode="shadow", now=NOW)
     assert result.outcome == "Failed"
     assert result.message == "shadow agreement 0.800 below shadowAgreementMin 0.900"
     failing = _figures(0, shadow_requests=50, shadow_failures=10, shadow_comparisons=40,
                        shadow_agreements=40)  # fmt: skip
-    assert analyse(analysis, failing, mode="shadow", now=T0).outcome == "Failed"
+    assert analyse(analysis, failing, mode="shadow", now=NOW).outcome == "Failed"
     idle = _figures(100, shadow_requests=3)
-    assert analyse(analysis, idle, mode="shadow", now=T0).outcome == "Held"
+    assert analyse(analysis, idle, mode="shadow", now=NOW).outcome == "Held"
 
 
 def test_prometheus_checks_within_their_range() -> None:
@@ -134,21 +131,21 @@ def test_prometheus_checks_within_their_range() -> None:
         }
     )
     good = analyse(
-        analysis, _figures(10), mode="live", queries={"error-budget": 0.0, "throughput": 9}, now=T0
+        analysis, _figures(10), mode="live", queries={"error-budget": 0.0, "throughput": 9}, now=NOW
     )
     assert good.outcome == "Passed"
     assert good.queries == {"error-budget": 0.0, "throughput": 9}
     bad = analyse(
-        analysis, _figures(10), mode="live", queries={"error-budget": 0.5, "throughput": 9}, now=T0
+        analysis, _figures(10), mode="live", queries={"error-budget": 0.5, "throughput": 9}, now=NOW
     )
     assert bad.outcome == "Failed"
     assert bad.message == "Prometheus check error-budget=0.5 above max 0.01"
     # No data is a quiet interval: held, never failed.
-    empty = analyse(analysis, _figures(10), mode="live", queries={"throughput": 9}, now=T0)
+    empty = analyse(analysis, _figures(10), mode="live", queries={"throughput": 9}, now=NOW)
     assert empty.outcome == "Held"
     assert empty.message == "Prometheus checks without data: error-budget: step held"
     # Without a Prometheus (no values at all) the checks are not run.
-    assert analyse(analysis, _figures(10), mode="live", now=T0).outcome == "Passed"
+    assert analyse(analysis, _figures(10), mode="live", now=NOW).outcome == "Passed"
 
 
 def test_drift_between_the_versions_predictions() -> None:
@@ -158,19 +155,19 @@ def test_drift_between_the_versions_predictions() -> None:
         requests=100, errors=0, candidate_predictions={"predictions=0": 45, "predictions=1": 55},
         stable_predictions=stable,
     )  # fmt: skip
-    result = analyse(analysis, alike, mode="live", now=T0)
+    result = analyse(analysis, alike, mode="live", now=NOW)
     assert (result.outcome, result.drift) == ("Passed", 0.05)
     skewed = IntervalFigures(
         requests=100, errors=0, candidate_predictions={"predictions=0": 100},
         stable_predictions=stable,
     )  # fmt: skip
-    result = analyse(analysis, skewed, mode="live", now=T0)
+    result = analyse(analysis, skewed, mode="live", now=NOW)
     assert result.outcome == "Failed"
     assert result.message == "prediction drift 0.500 above driftMax 0.2"
     # Nothing to compare (a regressor, an unreadable server): drift is not judged.
     unknown = IntervalFigures(requests=100, errors=0)
-    assert analyse(analysis, unknown, mode="live", now=T0).drift is None
-    assert analyse(analysis, unknown, mode="live", now=T0).outcome == "Passed"
+    assert analyse(analysis, unknown, mode="live", now=NOW).drift is None
+    assert analyse(analysis, unknown, mode="live", now=NOW).outcome == "Passed"
 
 
 @pytest.mark.parametrize(
@@ -189,7 +186,7 @@ def test_drift_between_the_versions_predictions() -> None:
 def test_client_errors_count_only_beyond_the_stables_rate(
     figures: IntervalFigures, outcome: str, rates: tuple[float, float | None]
 ) -> None:
-    result = analyse(STRICT, figures, mode="live", now=T0)
+    result = analyse(STRICT, figures, mode="live", now=NOW)
     assert result.outcome == outcome
     assert (result.client_error_rate, result.stable_client_error_rate) == rates
     if outcome == "Failed":

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mlcycle.api.v1alpha1.inferenceservice import PrometheusCheck
-from mlcycle.plan.analysis_prometheus import (
+from mlcycle.plan.inferenceservice.analysis_prometheus import (
     CheckOutcome,
     evaluate_prometheus_checks,
     measured_values,

@@ -8,18 +8,16 @@ from typing import Any
 
 import pytest
 
+from mlcycle.api.routerconfig import RouterConfig
 from mlcycle.api.v1alpha1 import InferenceService
-from mlcycle.dataplane.router.config import RouterConfig
 from mlcycle.dataplane.router.table import DiscoveredEndpoint, RoutingTable
-from mlcycle.plan.inferenceservice import (
-    Observed,
-    RolloutPlan,
-    Target,
-    plan_rollout,
-    router_children,
-    server_children,
-)
+from mlcycle.plan.inferenceservice.decision import RolloutPlan
+from mlcycle.plan.inferenceservice.observe import Observed
+from mlcycle.plan.inferenceservice.resolve import Target
+from mlcycle.plan.inferenceservice.rollout import plan_rollout
+from mlcycle.plan.inferenceservice.servers import server_children
 from mlcycle.plan.traffic import traffic_children
+from mlcycle.plan.traffic.router import router_children
 
 pytestmark = pytest.mark.unit
 

@@ -9,86 +9,57 @@ from typing import Any
 
 import pytest
 
-from mlcycle.api.v1alpha1 import InferenceService, ModelVersion
+from mlcycle.api.routerconfig import RouterConfig
+from mlcycle.api.v1alpha1 import InferenceService
 from mlcycle.api.v1alpha1.inferenceservice import (
     CounterSample,
     InferenceServiceStatus,
     TrackStatus,
 )
-from mlcycle.dataplane.router.config import RouterConfig
 from mlcycle.plan import reasons
-from mlcycle.plan.inferenceservice import (
+from mlcycle.plan.inferenceservice.decision import RolloutPlan
+from mlcycle.plan.inferenceservice.observe import Observed
+from mlcycle.plan.inferenceservice.resolve import (
+    Blocked,
+    Target,
+    approval_gate,
+    target_from_model_version,
+)
+from mlcycle.plan.inferenceservice.rollout import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
     RETRY_ANNOTATION,
-    Blocked,
-    Observed,
-    RolloutPlan,
-    Target,
-    analysis_due,
-    approval_gate,
-    desired_replicas,
-    merge_patch,
     plan_rollout,
-    router_children,
-    router_config,
+)
+from mlcycle.plan.inferenceservice.servers import (
+    desired_replicas,
     server_children,
     stale_server_children,
-    status_plan,
-    target_from_model_version,
 )
+from mlcycle.plan.inferenceservice.status import status_plan
+from mlcycle.plan.inferenceservice.steps import analysis_due
+from mlcycle.plan.status_diff import merge_patch
+from mlcycle.plan.traffic.router import router_children, router_config
+from tests.builders import NOW, a_model_version, an_inference_service, canary_track
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 MODEL = "iris"
 
 
 def _at(seconds: float) -> datetime.datetime:
-    return T0 + datetime.timedelta(seconds=seconds)
+    return NOW + datetime.timedelta(seconds=seconds)
 
 
-def _isvc(
-    status: dict[str, Any] | None = None,
-    annotations: dict[str, str] | None = None,
-    generation: int = 2,
-    **spec: Any,
-) -> InferenceService:
-    body: dict[str, Any] = {
-        "metadata": {
-            "name": "iris",
-            "namespace": "team-a",
-            "uid": "uid-1",
-            "generation": generation,
-            "annotations": annotations or {},
-        },
-        "spec": {
-            "model": {"name": MODEL, "version": 2},
-            "rollout": {"steps": [10, 50], "interval": "1m"},
-            "analysis": {"minRequests": 10, "successRateMin": 0.95, "failureThreshold": 2},
-            "registry": {"promoteAlias": "champion"},
-            **spec,
-        },
-    }
-    if status is not None:
-        body["status"] = status
-    return InferenceService.model_validate(body)
-
-
-def _stable(version: str = "1") -> dict[str, Any]:
-    return {"version": version, "modelUri": f"models:/{MODEL}/{version}", "weight": 100}
-
-
-def _canary(version: str = "2", **fields: Any) -> dict[str, Any]:
-    return {
-        "version": version,
-        "modelUri": f"models:/{MODEL}/{version}",
-        "weight": 0,
-        "step": 0,
-        "failedChecks": 0,
-        "startedAt": T0.isoformat(),
-        **fields,
-    }
+ISVC = (
+    an_inference_service("iris", namespace="team-a")
+    .generation(2)
+    .model(MODEL, version=2)
+    .steps(10, 50, interval="1m")
+    .analysis(min_requests=10, success_rate_min=0.95, failure_threshold=2)
+    .promote_alias("champion")
+)
+"""Version 2 of the model wanted, rolled out in two steps behind a 95 % success rate."""
 
 
 def _sample(requests: float, errors: float = 0) -> CounterSample:
@@ -137,8 +108,8 @@ def _apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[st
 
 
 def test_first_version_is_deployed_then_ready() -> None:
-    isvc = _isvc(model={"name": MODEL, "version": 1})
-    plan = plan_rollout(isvc, _observed("1", ready={}), T0)
+    isvc = ISVC.model(MODEL, version=1).obj()
+    plan = plan_rollout(isvc, _observed("1", ready={}), NOW)
     assert plan.stable is not None
     assert (plan.stable.version, plan.stable.weight) == ("1", 100)
     assert plan.canary is None
@@ -149,10 +120,10 @@ def test_first_version_is_deployed_then_ready() -> None:
 
 
 def test_canary_walks_its_steps_and_promotes() -> None:
-    isvc = _isvc(status={"stable": _stable()})
+    isvc = ISVC.stable().obj()
     # New version: a candidate, waiting for its pods.
     waiting = _observed(ready={"1": 1})
-    plan = plan_rollout(isvc, waiting, T0)
+    plan = plan_rollout(isvc, waiting, NOW)
     assert plan.canary is not None
     assert (plan.canary.version, plan.canary.weight, plan.canary.step_started_at) == ("2", 0, None)
     assert plan.progress[0] == reasons.WAITING_FOR_CANDIDATE
@@ -199,8 +170,8 @@ def test_canary_walks_its_steps_and_promotes() -> None:
 def test_one_analysis(
     sample: CounterSample | None, outcome: str, failed_checks: int, step: int
 ) -> None:
-    started = _canary(weight=10, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
-    isvc = _isvc(status={"stable": _stable(), "canary": started})
+    started = canary_track(weight=10, step_started_at=NOW, baseline={"requests": 0})
+    isvc = ISVC.stable().status(canary=started).obj()
     plan = plan_rollout(isvc, _observed(sample=sample), _at(60))
     assert plan.canary is not None
     assert plan.analysis is not None
@@ -211,10 +182,10 @@ def test_one_analysis(
 
 
 def test_failure_threshold_rolls_back_and_the_version_stays_rejected() -> None:
-    failing = _canary(
-        weight=10, stepStartedAt=T0.isoformat(), failedChecks=1, baseline={"requests": 0}
+    failing = canary_track(
+        weight=10, step_started_at=NOW, failed_checks=1, baseline={"requests": 0}
     )
-    isvc = _isvc(status={"stable": _stable(), "canary": failing})
+    isvc = ISVC.stable().status(canary=failing).obj()
     plan = plan_rollout(isvc, _observed(sample=_sample(100, errors=30)), _at(60))
     assert plan.canary is None
     assert plan.phase == "RolledBack"
@@ -247,15 +218,13 @@ def test_failure_threshold_rolls_back_and_the_version_stays_rejected() -> None:
 
 
 def test_annotations_promote_and_abort_at_once() -> None:
-    running = _canary(weight=10, stepStartedAt=T0.isoformat())
-    promote = _isvc(status={"stable": _stable(), "canary": running},
-                    annotations={PROMOTE_ANNOTATION: "true"})  # fmt: skip
+    running = canary_track(weight=10, step_started_at=NOW)
+    promote = ISVC.annotations({PROMOTE_ANNOTATION: "true"}).stable().status(canary=running).obj()
     plan = plan_rollout(promote, _observed(), _at(1))
     assert plan.stable is not None
     assert plan.stable.version == "2"
     assert plan.handled_annotations == {PROMOTE_ANNOTATION: "true"}
-    abort = _isvc(status={"stable": _stable(), "canary": running},
-                  annotations={ABORT_ANNOTATION: "true"})  # fmt: skip
+    abort = ISVC.annotations({ABORT_ANNOTATION: "true"}).stable().status(canary=running).obj()
     plan = plan_rollout(abort, _observed(), _at(1))
     assert plan.canary is None
     assert plan.history[-1].outcome == "Aborted"
@@ -266,17 +235,14 @@ def test_annotations_promote_and_abort_at_once() -> None:
 def test_an_annotation_acts_once_per_value_and_is_never_removed() -> None:
     """GitOps re-applies the same annotation: the handled value in status keeps it from
     acting twice; a new value acts again; a removed one is forgotten."""
-    running = _canary(weight=10, stepStartedAt=T0.isoformat())
-    promote = _isvc(status={"stable": _stable(), "canary": running},
-                    annotations={PROMOTE_ANNOTATION: "1"})  # fmt: skip
+    running = canary_track(weight=10, step_started_at=NOW)
+    promote = ISVC.annotations({PROMOTE_ANNOTATION: "1"}).stable().status(canary=running).obj()
     promoted = _step(promote, _observed(), 1)
     assert promoted.status is not None
     assert promoted.status.handled_annotations == {PROMOTE_ANNOTATION: "1"}
     assert promoted.metadata.annotations == {PROMOTE_ANNOTATION: "1"}
     # A new candidate while the same value is still there: not promoted.
-    candidate = TrackStatus.model_validate(
-        _canary("3", weight=10, stepStartedAt=_at(2).isoformat())
-    )
+    candidate = TrackStatus.model_validate(canary_track("3", weight=10, step_started_at=_at(2)))
     again = promoted.model_copy(
         update={"status": promoted.status.model_copy(update={"canary": candidate})}
     )
@@ -303,9 +269,10 @@ def test_an_annotation_acts_once_per_value_and_is_never_removed() -> None:
 def test_an_mlflow_outage_does_not_hold_a_failing_candidate() -> None:
     """The version cannot be looked up, but the candidate in flight is still analysed and
     rolled back; the tags wait in status for MLflow."""
-    failing = _canary(weight=10, stepStartedAt=T0.isoformat(), failedChecks=1,
-                      baseline={"requests": 0})  # fmt: skip
-    isvc = _isvc(status={"stable": _stable(), "canary": failing, "modelName": MODEL})
+    failing = canary_track(
+        weight=10, step_started_at=NOW, failed_checks=1, baseline={"requests": 0}
+    )
+    isvc = ISVC.stable().status(canary=failing, model_name=MODEL).obj()
     outage = Observed(
         target=None,
         blocked=Blocked(reasons.MLFLOW_UNAVAILABLE, "connection refused"),
@@ -334,17 +301,18 @@ def test_an_mlflow_outage_does_not_hold_a_failing_candidate() -> None:
 
 def test_pending_writes_queue_after_the_ones_already_owed() -> None:
     owed = {"modelName": MODEL, "version": "5", "tags": {"rollout": "failed"},
-            "decidedAt": T0.isoformat(), "attempts": 3}  # fmt: skip
-    failing = _canary(weight=10, stepStartedAt=T0.isoformat(), failedChecks=1,
-                      baseline={"requests": 0})  # fmt: skip
-    isvc = _isvc(status={"stable": _stable(), "canary": failing, "pendingRegistryWrites": [owed]})
+            "decidedAt": NOW.isoformat(), "attempts": 3}  # fmt: skip
+    failing = canary_track(
+        weight=10, step_started_at=NOW, failed_checks=1, baseline={"requests": 0}
+    )
+    isvc = ISVC.stable().status(canary=failing, pending_registry_writes=[owed]).obj()
     plan = plan_rollout(isvc, _observed(sample=_sample(100, errors=30)), _at(60))
     assert [(w.version, w.attempts) for w in plan.pending_writes] == [("5", 3), ("2", 0)]
 
 
 def test_paused_holds_the_step() -> None:
-    running = _canary(weight=10, stepStartedAt=T0.isoformat())
-    isvc = _isvc(status={"stable": _stable(), "canary": running}, paused=True)
+    running = canary_track(weight=10, step_started_at=NOW)
+    isvc = ISVC.paused().stable().status(canary=running).obj()
     plan = plan_rollout(isvc, _observed(sample=_sample(500)), _at(600))
     assert plan.phase == "Paused"
     assert plan.analysis is None
@@ -353,11 +321,15 @@ def test_paused_holds_the_step() -> None:
 
 
 def test_promotion_waits_for_the_candidate_to_reach_full_size() -> None:
-    running = _canary(weight=50, step=1, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
-    isvc = _isvc(
-        status={"stable": _stable(), "canary": running},
-        server={"replicas": 4},
-        rollout={"steps": [10, 50], "interval": "1m", "capacity": "neutral"},
+    running = canary_track(weight=50, step=1, step_started_at=NOW, baseline={"requests": 0})
+    isvc = (
+        ISVC.spec(
+            server={"replicas": 4},
+            rollout={"steps": [10, 50], "interval": "1m", "capacity": "neutral"},
+        )
+        .stable()
+        .status(canary=running)
+        .obj()
     )
     plan = plan_rollout(isvc, _observed(ready={"1": 2, "2": 2}, sample=_sample(100)), _at(60))
     assert plan.phase == "Promoting"
@@ -381,10 +353,10 @@ def test_promotion_waits_for_the_candidate_to_reach_full_size() -> None:
     ],
 )
 def test_capacity(capacity: str, replicas: int, weight_step: int, expected: dict[str, int]) -> None:
-    isvc = _isvc(
+    isvc = ISVC.spec(
         server={"replicas": replicas},
         rollout={"steps": [10, 50], "interval": "1m", "capacity": capacity},
-    )
+    ).obj()
     plan = RolloutPlan(
         stable=isvc.status.stable if isvc.status else None,
         canary=None,
@@ -398,13 +370,12 @@ def test_capacity(capacity: str, replicas: int, weight_step: int, expected: dict
 
 
 def test_immediate_promotes_once_ready_and_shadow_mirrors_its_steps() -> None:
-    immediate = _isvc(status={"stable": _stable()}, rollout={"strategy": "Immediate"})
-    plan = plan_rollout(immediate, _observed(), T0)
+    immediate = ISVC.spec(rollout={"strategy": "Immediate"}).stable().obj()
+    plan = plan_rollout(immediate, _observed(), NOW)
     assert plan.stable is not None
     assert plan.stable.version == "2"
-    shadow = _isvc(
-        status={"stable": _stable()},
-        rollout={"strategy": "Shadow", "steps": [100], "interval": "1m"},
+    shadow = (
+        ISVC.spec(rollout={"strategy": "Shadow", "steps": [100], "interval": "1m"}).stable().obj()
     )
     isvc = _step(shadow, _observed(sample=_sample(0)), 0)
     assert isvc.status is not None
@@ -415,14 +386,18 @@ def test_immediate_promotes_once_ready_and_shadow_mirrors_its_steps() -> None:
 
 
 def test_ab_test_pins_the_header_and_waits_for_promotion() -> None:
-    running = _canary(weight=20, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
-    isvc = _isvc(
-        status={"stable": _stable(), "canary": running},
-        rollout={
-            "strategy": "ABTest",
-            "interval": "1m",
-            "abTest": {"headerName": "x-group", "headerValue": "b", "weight": 20},
-        },
+    running = canary_track(weight=20, step_started_at=NOW, baseline={"requests": 0})
+    isvc = (
+        ISVC.spec(
+            rollout={
+                "strategy": "ABTest",
+                "interval": "1m",
+                "abTest": {"headerName": "x-group", "headerValue": "b", "weight": 20},
+            }
+        )
+        .stable()
+        .status(canary=running)
+        .obj()
     )
     plan = plan_rollout(isvc, _observed(sample=_sample(100)), _at(60))
     assert plan.canary is not None
@@ -435,41 +410,37 @@ def test_ab_test_pins_the_header_and_waits_for_promotion() -> None:
 
 
 def test_a_new_version_supersedes_the_candidate_and_a_return_to_stable_ends_it() -> None:
-    running = _canary(weight=10, stepStartedAt=T0.isoformat())
-    isvc = _isvc(
-        status={"stable": _stable(), "canary": running}, model={"name": MODEL, "version": 3}
-    )
+    running = canary_track(weight=10, step_started_at=NOW)
+    isvc = ISVC.model(MODEL, version=3).stable().status(canary=running).obj()
     plan = plan_rollout(isvc, _observed("3"), _at(1))
     assert plan.canary is not None
     assert plan.canary.version == "3"
     assert plan.history[-1].outcome == "Aborted"
     assert plan.rejected is None
-    back = _isvc(
-        status={"stable": _stable(), "canary": running}, model={"name": MODEL, "version": 1}
-    )
+    back = ISVC.model(MODEL, version=1).stable().status(canary=running).obj()
     plan = plan_rollout(back, _observed("1"), _at(1))
     assert plan.canary is None
     assert plan.phase == "Ready"
 
 
 def test_blocked_model_keeps_the_stable_serving() -> None:
-    isvc = _isvc(status={"stable": _stable()})
+    isvc = ISVC.stable().obj()
     blocked = Observed(
         target=None, blocked=Blocked(reasons.NOT_APPROVED, "needs approval"),
         ready_replicas={"1": 1}, router_ready=1,
     )  # fmt: skip
-    plan = plan_rollout(isvc, blocked, T0)
+    plan = plan_rollout(isvc, blocked, NOW)
     assert plan.phase == "Ready"
     assert plan.canary is None
-    written = status_plan(isvc, blocked, plan, T0)
+    written = status_plan(isvc, blocked, plan, NOW)
     resolved = next(c for c in written.status["conditions"] if c["type"] == "ModelResolved")
     assert (resolved["status"], resolved["reason"]) == ("False", reasons.NOT_APPROVED)
 
 
 def test_restart_resumes_the_same_step_with_the_same_timer() -> None:
     """Everything the next decision needs is in status: two planners agree."""
-    running = _canary(weight=10, stepStartedAt=T0.isoformat(), baseline={"requests": 40})
-    isvc = _isvc(status={"stable": _stable(), "canary": running})
+    running = canary_track(weight=10, step_started_at=NOW, baseline={"requests": 40})
+    isvc = ISVC.stable().status(canary=running).obj()
     assert not analysis_due(isvc, _at(59))
     assert analysis_due(isvc, _at(60))
     first = plan_rollout(isvc, _observed(sample=_sample(140)), _at(61))
@@ -483,24 +454,19 @@ def test_restart_resumes_the_same_step_with_the_same_timer() -> None:
 # --- Resolution, children, status ---------------------------------------------------------
 
 
-def _mv(phase: str = "Ready", approval: dict[str, Any] | None = None) -> ModelVersion:
-    spec: dict[str, Any] = {"modelName": MODEL, "source": {"version": 4}}
-    if approval is not None:
-        spec["approval"] = approval
-    return ModelVersion.model_validate(
-        {"metadata": {"name": "mv"}, "spec": spec, "status": {"phase": phase, "version": "4"}}
-    )
+MV = a_model_version("mv").model(MODEL).from_version(4).status(phase="Ready", version="4")
+"""A ModelVersion object that adopted version 4, Ready."""
 
 
 def test_model_version_reference() -> None:
-    isvc = _isvc(model={"modelVersionRef": {"name": "mv"}})
-    assert target_from_model_version(isvc, _mv()) == Target(MODEL, "4", "mv")
-    unapproved = target_from_model_version(isvc, _mv(approval={"required": True}))
+    isvc = ISVC.model_version_ref("mv").obj()
+    assert target_from_model_version(isvc, MV.obj()) == Target(MODEL, "4", "mv")
+    unapproved = target_from_model_version(isvc, MV.spec(approval={"required": True}).obj())
     assert isinstance(unapproved, Blocked)
     assert unapproved.reason == reasons.NOT_APPROVED
-    approved = _mv(approval={"required": True, "approvedBy": "alice"})
+    approved = MV.spec(approval={"required": True, "approvedBy": "alice"}).obj()
     assert target_from_model_version(isvc, approved) == Target(MODEL, "4", "mv")
-    pending = target_from_model_version(isvc, _mv(phase="Registering"))
+    pending = target_from_model_version(isvc, MV.status(phase="Registering").obj())
     assert isinstance(pending, Blocked)
     assert pending.reason == reasons.MODEL_VERSION_NOT_READY
     missing = target_from_model_version(isvc, None)
@@ -509,7 +475,7 @@ def test_model_version_reference() -> None:
 
 
 def test_model_servers_read_mlflow_credentials_from_the_named_secret() -> None:
-    isvc = _isvc(status={"stable": _stable()})
+    isvc = ISVC.stable().obj()
     plan = plan_rollout(isvc, _observed(), _at(1))
     servers = server_children(isvc, plan, MODEL, "http://mlflow:5000", credentials_secret="ml")
     deployment = next(c for c in servers if c["kind"] == "Deployment")
@@ -542,7 +508,7 @@ def test_a_version_requiring_approval_is_served_only_once_approved(
     tagged: bool, tracking: list[dict[str, Any] | None], served: bool
 ) -> None:
     target = Target(MODEL, "4", approval_required=tagged)
-    gated = approval_gate(target, [_mv(approval=approval) for approval in tracking])
+    gated = approval_gate(target, [MV.spec(approval=approval).obj() for approval in tracking])
     if served:
         assert gated == target
     else:
@@ -551,14 +517,13 @@ def test_a_version_requiring_approval_is_served_only_once_approved(
 
 
 def test_only_objects_tracking_the_same_version_count_for_approval() -> None:
-    other = _mv(approval=APPROVED).model_copy(update={"status": _mv().status.model_copy(
-        update={"version": "5"})})  # fmt: skip
+    other = MV.spec(approval=APPROVED).status(version="5").obj()
     assert isinstance(approval_gate(Target(MODEL, "4", approval_required=True), [other]), Blocked)
 
 
 def test_router_mode_children() -> None:
-    running = _canary(weight=10, stepStartedAt=T0.isoformat())
-    isvc = _isvc(status={"stable": _stable(), "canary": running}, server={"replicas": 2})
+    running = canary_track(weight=10, step_started_at=NOW)
+    isvc = ISVC.spec(server={"replicas": 2}).stable().status(canary=running).obj()
     plan = plan_rollout(isvc, _observed(), _at(1))
     servers = server_children(isvc, plan, MODEL, "http://mlflow:5000")
     kinds = [(c["kind"], c["metadata"]["name"]) for c in servers]
@@ -616,10 +581,13 @@ def test_router_mode_children() -> None:
 
 
 def test_model_servers_and_routers_pass_the_restricted_standard_with_a_read_only_root() -> None:
-    isvc = _isvc(
-        status={"stable": _stable()},
-        model={"name": MODEL, "version": 1},
-        traffic={"router": {"podTemplate": {"containerSecurityContext": {"runAsUser": 1001}}}},
+    isvc = (
+        ISVC.model(MODEL, version=1)
+        .spec(
+            traffic={"router": {"podTemplate": {"containerSecurityContext": {"runAsUser": 1001}}}}
+        )
+        .stable()
+        .obj()
     )
     plan = plan_rollout(isvc, _observed(), _at(1))
     servers = server_children(isvc, plan, MODEL, None)
@@ -645,9 +613,13 @@ def test_model_servers_and_routers_pass_the_restricted_standard_with_a_read_only
 
 
 def test_autoscaled_stable_leaves_replicas_to_the_hpa() -> None:
-    isvc = _isvc(status={"stable": _stable()}, server={"minReplicas": 2, "maxReplicas": 5},
-                 model={"name": MODEL, "version": 1})  # fmt: skip
-    plan = plan_rollout(isvc, _observed("1"), T0)
+    isvc = (
+        ISVC.model(MODEL, version=1)
+        .spec(server={"minReplicas": 2, "maxReplicas": 5})
+        .stable()
+        .obj()
+    )
+    plan = plan_rollout(isvc, _observed("1"), NOW)
     children = server_children(isvc, plan, MODEL, None)
     deployment = next(c for c in children if c["kind"] == "Deployment")
     assert "replicas" not in deployment["spec"]
@@ -657,9 +629,13 @@ def test_autoscaled_stable_leaves_replicas_to_the_hpa() -> None:
 
 
 def test_status_conditions_and_a_patch_that_clears_what_is_gone() -> None:
-    running = _canary(weight=10, stepStartedAt=T0.isoformat(), baseline={"requests": 0})
-    isvc = _isvc(status={"stable": _stable(), "canary": running, "phase": "Progressing"},
-                 annotations={PROMOTE_ANNOTATION: "1"})  # fmt: skip
+    running = canary_track(weight=10, step_started_at=NOW, baseline={"requests": 0})
+    isvc = (
+        ISVC.annotations({PROMOTE_ANNOTATION: "1"})
+        .stable()
+        .status(canary=running, phase="Progressing")
+        .obj()
+    )
     observed = _observed()
     plan = plan_rollout(isvc, observed, _at(1))
     written = status_plan(isvc, observed, plan, _at(1))

@@ -12,83 +12,51 @@ import pytest
 from mlcycle.api.v1alpha1 import InferenceService, ModelVersion, TrainingJob
 from mlcycle.api.v1alpha1.modelversion import ModelVersionStatus
 from mlcycle.plan import reasons
-from mlcycle.plan.backoff import BACKOFF_CAP_SECONDS, backoff_seconds
-from mlcycle.plan.conditions import find_condition
-from mlcycle.plan.modelversion import (
-    DECLARED_TAGS_TAG,
+from mlcycle.plan.alias_ownership import (
     Claimant,
-    Progress,
-    ResolvedSource,
-    RunRef,
-    SourceBlocked,
-    approval_status,
-    backing_off,
     claim_is_live,
     claim_key,
     claim_value,
     claim_verdict,
     claimant,
-    desired_version_tags,
-    dropped_tags,
     foreign_claims,
-    keep_oldest,
-    plan_aliases,
-    registration_state,
-    release_all,
-    resolve_run,
-    run_ref,
-    signature_settled,
-    status_plan,
-    tag_updates,
-    unavailable_progress,
     wanted_aliases,
 )
+from mlcycle.plan.approval import approval_status
+from mlcycle.plan.backoff import BACKOFF_CAP_SECONDS, backoff_seconds
+from mlcycle.plan.conditions import find_condition
+from mlcycle.plan.modelversion.aliases import plan_aliases, release_all
+from mlcycle.plan.modelversion.source import (
+    ResolvedSource,
+    RunRef,
+    SourceBlocked,
+    resolve_run,
+    run_ref,
+)
+from mlcycle.plan.modelversion.status import (
+    Progress,
+    backing_off,
+    signature_settled,
+    status_plan,
+    unavailable_progress,
+)
+from mlcycle.plan.modelversion.tags import (
+    DECLARED_TAGS_TAG,
+    desired_version_tags,
+    dropped_tags,
+    tag_updates,
+)
+from mlcycle.plan.modelversion.version import keep_oldest, registration_state
+from tests.builders import NOW, RUN_ID, a_model_version, a_training_job, an_inference_service
 
 pytestmark = pytest.mark.unit
-
-T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
-RUN_ID = "0123456789abcdef0123456789abcdef"
 
 
 # --- Builders -------------------------------------------------------------------------------
 
 
-def _model_version(
-    name: str = "clf-v1",
-    uid: str = "uid-1",
-    status: dict[str, Any] | None = None,
-    deleting: bool = False,
-    **spec: Any,
-) -> ModelVersion:
-    metadata: dict[str, Any] = {"name": name, "namespace": "team-a", "uid": uid, "generation": 2}
-    if deleting:
-        metadata["deletionTimestamp"] = "2026-01-01T12:00:00Z"
-    body: dict[str, Any] = {
-        "apiVersion": "mlcycle.dev/v1alpha1",
-        "kind": "ModelVersion",
-        "metadata": metadata,
-        "spec": {"modelName": "clf", "source": {"run": {"runId": RUN_ID}}, **spec},
-    }
-    if status is not None:
-        body["status"] = status
-    return ModelVersion.from_body(body)
-
-
-def _training(phase: str | None, *, run_id: str | None = RUN_ID, **spec: Any) -> TrainingJob:
-    status: dict[str, Any] = {}
-    if phase is not None:
-        status = {"phase": phase, "failureReason": "OOMKilled" if phase == "Failed" else None}
-        if run_id:
-            status["mlflowRunId"] = run_id
-    return TrainingJob.from_body(
-        {
-            "apiVersion": "mlcycle.dev/v1alpha1",
-            "kind": "TrainingJob",
-            "metadata": {"name": "iris", "namespace": "team-a", "uid": "tj-uid"},
-            "spec": {"image": "example/train:1", **spec},
-            "status": {k: v for k, v in status.items() if v is not None},
-        }
-    )
+VERSION = a_model_version("clf-v1", namespace="team-a").generation(2).model("clf").from_run(RUN_ID)
+TRAINING = a_training_job("iris", namespace="team-a").uid("tj-uid")
 
 
 @dataclass(frozen=True)
@@ -122,16 +90,30 @@ class Version:
     ("training", "expected"),
     [
         (None, SourceBlocked(reasons.TRAINING_JOB_NOT_FOUND, "", failed=False)),
-        (_training("Running"), SourceBlocked(reasons.WAITING_FOR_TRAINING_JOB, "", failed=False)),
-        (_training(None), SourceBlocked(reasons.WAITING_FOR_TRAINING_JOB, "", failed=False)),
         (
-            _training("Succeeded", run_id=None),
+            TRAINING.status(phase="Running", mlflow_run_id=RUN_ID).obj(),
             SourceBlocked(reasons.WAITING_FOR_TRAINING_JOB, "", failed=False),
         ),
-        (_training("Failed"), SourceBlocked(reasons.TRAINING_JOB_FAILED, "", failed=True)),
-        (_training("Succeeded"), RunRef(RUN_ID, "model", "iris", None)),
         (
-            _training("Succeeded", register={"modelName": "iris", "artifactPath": "clf"}),
+            TRAINING.status().obj(),
+            SourceBlocked(reasons.WAITING_FOR_TRAINING_JOB, "", failed=False),
+        ),
+        (
+            TRAINING.status(phase="Succeeded").obj(),
+            SourceBlocked(reasons.WAITING_FOR_TRAINING_JOB, "", failed=False),
+        ),
+        (
+            TRAINING.status(phase="Failed", failure_reason="OOMKilled", mlflow_run_id=RUN_ID).obj(),
+            SourceBlocked(reasons.TRAINING_JOB_FAILED, "", failed=True),
+        ),
+        (
+            TRAINING.status(phase="Succeeded", mlflow_run_id=RUN_ID).obj(),
+            RunRef(RUN_ID, "model", "iris", None),
+        ),
+        (
+            TRAINING.registration("iris", artifact_path="clf")
+            .status(phase="Succeeded", mlflow_run_id=RUN_ID)
+            .obj(),
             RunRef(RUN_ID, "clf", "iris", None),
         ),
     ],
@@ -139,7 +121,7 @@ class Version:
 def test_training_job_source_waits_for_success_and_takes_its_run(
     training: TrainingJob | None, expected: RunRef | SourceBlocked
 ) -> None:
-    mv = _model_version(source={"trainingJobRef": {"name": "iris"}})
+    mv = VERSION.from_training_job("iris").obj()
     ref = run_ref(mv, training)
     if isinstance(expected, SourceBlocked):
         assert isinstance(ref, SourceBlocked)
@@ -150,16 +132,20 @@ def test_training_job_source_waits_for_success_and_takes_its_run(
 
 
 def test_training_job_dataset_is_the_lineage_dataset() -> None:
-    training = _training("Succeeded", dataset={"uri": "s3://data/iris.csv", "version": "3"})
-    ref = run_ref(_model_version(source={"trainingJobRef": {"name": "iris"}}), training)
+    training = (
+        TRAINING.dataset("s3://data/iris.csv", version="3")
+        .status(phase="Succeeded", mlflow_run_id=RUN_ID)
+        .obj()
+    )
+    ref = run_ref(VERSION.from_training_job("iris").obj(), training)
     assert isinstance(ref, RunRef)
     assert ref.dataset is not None
     assert ref.dataset.uri == "s3://data/iris.csv"
 
 
 def test_uri_and_version_sources_have_no_run() -> None:
-    assert run_ref(_model_version(source={"uri": "s3://b/model"}), None) is None
-    assert run_ref(_model_version(source={"version": 3}), None) is None
+    assert run_ref(VERSION.from_uri("s3://b/model").obj(), None) is None
+    assert run_ref(VERSION.from_version(3).obj(), None) is None
 
 
 @pytest.mark.parametrize(
@@ -235,7 +221,7 @@ def test_registration_state(status: str, state: str) -> None:
 
 
 def test_declared_tags_are_set_and_changed_ones_set_back() -> None:
-    mv = _model_version(tags={"team": "a", "stage": "prod"})
+    mv = VERSION.spec(tags={"team": "a", "stage": "prod"}).obj()
     desired = desired_version_tags(mv)
     assert desired["mlcycle.dev/namespace"] == "team-a"
     assert desired["mlcycle.dev/name"] == "clf-v1"
@@ -256,7 +242,7 @@ def test_declared_tags_are_set_and_changed_ones_set_back() -> None:
     ],
 )
 def test_aliases_wait_for_approval(approval: dict[str, Any] | None, aliases: list[str]) -> None:
-    assert wanted_aliases(_model_version(aliases=["champion"], approval=approval)) == aliases
+    assert wanted_aliases(VERSION.aliases("champion").spec(approval=approval).obj()) == aliases
 
 
 def _plan(mv: ModelVersion, *, version: str = "2", **observed: Any) -> Any:
@@ -267,12 +253,12 @@ def _plan(mv: ModelVersion, *, version: str = "2", **observed: Any) -> Any:
         model_tags=observed.get("model_tags", {}),
         verdicts=observed.get("verdicts", {}),
         previously_held=observed.get("previously_held", []),
-        now=T0,
+        now=NOW,
     )
 
 
 def test_a_free_alias_is_claimed_set_and_recorded() -> None:
-    mv = _model_version(aliases=["champion"])
+    mv = VERSION.aliases("champion").obj()
     plan = _plan(mv, model_aliases={"champion": "1"})
     assert plan.claims == {claim_key("champion"): claim_value(mv)}
     assert plan.set_aliases == ["champion"]
@@ -286,7 +272,7 @@ def test_a_free_alias_is_claimed_set_and_recorded() -> None:
 
 
 def test_an_alias_in_place_and_claimed_needs_nothing() -> None:
-    mv = _model_version(aliases=["champion"])
+    mv = VERSION.aliases("champion").obj()
     plan = _plan(
         mv,
         model_aliases={"champion": "2"},
@@ -298,7 +284,7 @@ def test_an_alias_in_place_and_claimed_needs_nothing() -> None:
 
 
 def test_a_live_claim_of_another_object_is_a_conflict_not_a_move() -> None:
-    mv = _model_version(aliases=["champion"])
+    mv = VERSION.aliases("champion").obj()
     other = "team-a/older/uid-0"
     plan = _plan(
         mv,
@@ -311,7 +297,7 @@ def test_a_live_claim_of_another_object_is_a_conflict_not_a_move() -> None:
 
 
 def test_a_stale_claim_is_taken_over() -> None:
-    mv = _model_version(aliases=["champion"])
+    mv = VERSION.aliases("champion").obj()
     plan = _plan(
         mv,
         model_aliases={"champion": "1"},
@@ -323,7 +309,7 @@ def test_a_stale_claim_is_taken_over() -> None:
 
 
 def test_an_owned_alias_moved_in_mlflow_is_set_back_as_drift() -> None:
-    mv = _model_version(aliases=["champion"])
+    mv = VERSION.aliases("champion").obj()
     plan = _plan(
         mv,
         model_aliases={"champion": "5"},
@@ -345,7 +331,7 @@ def test_an_owned_alias_moved_in_mlflow_is_set_back_as_drift() -> None:
 def test_an_alias_no_longer_wanted_is_removed_and_its_claim_released(
     spec: dict[str, Any], why: str
 ) -> None:
-    mv = _model_version(**spec)
+    mv = VERSION.spec(**spec).obj()
     plan = _plan(
         mv,
         model_aliases={"champion": "2"},
@@ -359,7 +345,7 @@ def test_an_alias_no_longer_wanted_is_removed_and_its_claim_released(
 
 
 def test_a_released_alias_already_moved_elsewhere_is_left_alone() -> None:
-    mv = _model_version(aliases=[])
+    mv = VERSION.aliases().obj()
     plan = _plan(
         mv, model_aliases={"champion": "7"}, model_tags={claim_key("champion"): claim_value(mv)}
     )
@@ -371,14 +357,18 @@ def test_a_released_alias_already_moved_elsewhere_is_left_alone() -> None:
     ("current", "live"),
     [
         (None, False),
-        (_model_version("older", uid="uid-other", aliases=["champion"]), False),  # recreated
-        (_model_version("older", uid="uid-0", aliases=["champion"], deleting=True), False),
-        (_model_version("older", uid="uid-0", aliases=[]), False),
+        (VERSION.named("older").uid("uid-other").aliases("champion").obj(), False),  # recreated
+        (VERSION.named("older").uid("uid-0").aliases("champion").deleting().obj(), False),
+        (VERSION.named("older").uid("uid-0").aliases().obj(), False),
         (
-            _model_version("older", uid="uid-0", aliases=["champion"], approval={"required": True}),
+            VERSION.named("older")
+            .uid("uid-0")
+            .aliases("champion")
+            .spec(approval={"required": True})
+            .obj(),
             False,
         ),
-        (_model_version("older", uid="uid-0", aliases=["champion"]), True),
+        (VERSION.named("older").uid("uid-0").aliases("champion").obj(), True),
     ],
 )
 def test_a_claim_stands_while_its_object_exists_and_wants_the_alias(
@@ -387,23 +377,21 @@ def test_a_claim_stands_while_its_object_exists_and_wants_the_alias(
     assert claim_is_live("champion", Claimant("team-a", "older", "uid-0"), current) is live
 
 
-def _isvc(uid: str = "uid-5", promote_alias: str = "champion") -> InferenceService:
-    return InferenceService.model_validate(
-        {
-            "metadata": {"name": "iris", "namespace": "team-a", "uid": uid},
-            "spec": {
-                "model": {"name": "iris", "alias": "challenger"},
-                "registry": {"promoteAlias": promote_alias},
-            },
-        }
-    )
+PROMOTER = (
+    an_inference_service("iris", namespace="team-a")
+    .uid("uid-5")
+    .model("iris", alias="challenger")
+    .promote_alias("champion")
+)
+"""An InferenceService that moves `champion` to each version it promotes."""
 
 
 def _registration(uid: str, version: str | None, policy: str = "Newest") -> ModelVersion:
-    status = {"phase": "Ready", "version": version} if version else None
-    return _model_version(
-        f"clf-{uid}", uid=uid, status=status, aliases=["champion"], aliasPolicy=policy
-    )
+    """A registration claiming `champion`; Ready at `version` when there is one."""
+    registration = VERSION.named(f"clf-{uid}").uid(uid).aliases("champion").alias_policy(policy)
+    if version:
+        registration = registration.status(phase="Ready", version=version)
+    return registration.obj()
 
 
 _NEWEST_V3 = _registration("uid-3", "3")
@@ -414,7 +402,7 @@ _NEWEST_V3 = _registration("uid-3", "3")
     [
         # A stale claim is anyone's.
         (None, _registration("uid-9", "1"), "1", "Take"),
-        (_model_version("clf-uid-0", uid="uid-0", aliases=[]), _isvc(), None, "Take"),
+        (VERSION.named("clf-uid-0").uid("uid-0").aliases().obj(), PROMOTER.obj(), None, "Take"),
         # A newer gated registration takes the alias; an older one never takes it back.
         (_NEWEST_V3, _registration("uid-9", "4"), "4", "Take"),
         (_registration("uid-4", "4"), _registration("uid-9", "3"), "3", "Superseded"),
@@ -424,12 +412,12 @@ _NEWEST_V3 = _registration("uid-3", "3")
         (_registration("uid-0", None), _registration("uid-9", "4"), "4", "Conflict"),
         # A person's pin and a promotion outrank a gated registration, not the reverse.
         (_NEWEST_V3, _registration("uid-9", "1", "Pin"), "1", "Take"),
-        (_NEWEST_V3, _isvc(), None, "Take"),
+        (_NEWEST_V3, PROMOTER.obj(), None, "Take"),
         (_registration("uid-0", "1", "Pin"), _registration("uid-9", "4"), "4", "Conflict"),
-        (_isvc(uid="uid-0"), _registration("uid-9", "4"), "4", "Conflict"),
+        (PROMOTER.uid("uid-0").obj(), _registration("uid-9", "4"), "4", "Conflict"),
         # Two pins, or two promotions: first come keeps it.
         (_registration("uid-0", "1", "Pin"), _registration("uid-9", "4", "Pin"), "4", "Conflict"),
-        (_isvc(uid="uid-0"), _isvc(), None, "Conflict"),
+        (PROMOTER.uid("uid-0").obj(), PROMOTER.obj(), None, "Conflict"),
     ],
 )
 def test_claim_verdict(
@@ -452,8 +440,8 @@ def test_claim_verdicts_are_one_way() -> None:
         (_registration("uid-2", "2"), "2"),
         (_registration("uid-3", "3", "Pin"), "3"),
         (_registration("uid-4", "4", "Pin"), "4"),
-        (_isvc(uid="uid-5"), None),
-        (_isvc(uid="uid-6"), None),
+        (PROMOTER.uid("uid-5").obj(), None),
+        (PROMOTER.uid("uid-6").obj(), None),
     ]
     for holder_now, _ in objects:
         for contender, contender_version in objects:
@@ -495,7 +483,7 @@ def test_an_older_registration_reports_the_newer_one_and_leaves_the_alias() -> N
         [],
     )
     assert aliases.events == []  # not drift: the alias moved on by the rule
-    planned = status_plan(mv, Progress(phase="Ready", version="1", aliases=aliases), T0)
+    planned = status_plan(mv, Progress(phase="Ready", version="1", aliases=aliases), NOW)
     synced = next(c for c in planned.status["conditions"] if c["type"] == reasons.ALIASES_SYNCED)
     assert (synced["status"], synced["reason"]) == ("True", reasons.ALIAS_SUPERSEDED)
     assert "team-a/clf-uid-2" in synced["message"]
@@ -524,7 +512,7 @@ def test_an_inferenceservice_claims_the_alias_it_promotes_to() -> None:
 
 
 def test_foreign_claims_and_release_all_look_only_at_claim_tags() -> None:
-    mv = _model_version(aliases=["a", "b"])
+    mv = VERSION.aliases("a", "b").obj()
     tags = {
         claim_key("a"): "team-a/other/uid-9",
         claim_key("b"): claim_value(mv),
@@ -554,20 +542,20 @@ def test_backoff_doubles_with_jitter_up_to_a_cap(retries: int, jitter: float, de
 
 
 def test_unavailable_counts_attempts_and_schedules_the_next_one() -> None:
-    mv = _model_version(status={"phase": "Pending", "retryCount": 2})
-    progress, delay = unavailable_progress(mv, reasons.MLFLOW_UNAVAILABLE, "down", T0, 0.0)
+    mv = VERSION.status(phase="Pending", retry_count=2).obj()
+    progress, delay = unavailable_progress(mv, reasons.MLFLOW_UNAVAILABLE, "down", NOW, 0.0)
     assert progress.retry_count == 3
     assert delay == 4.0
-    assert progress.next_attempt_time == T0 + datetime.timedelta(seconds=4)
+    assert progress.next_attempt_time == NOW + datetime.timedelta(seconds=4)
     assert progress.phase == "Pending"
     backed_off = ModelVersionStatus(next_attempt_time=progress.next_attempt_time)
-    assert backing_off(backed_off, T0 + datetime.timedelta(seconds=1)) == 3.0
-    assert backing_off(backed_off, T0 + datetime.timedelta(seconds=5)) is None
+    assert backing_off(backed_off, NOW + datetime.timedelta(seconds=1)) == 3.0
+    assert backing_off(backed_off, NOW + datetime.timedelta(seconds=5)) is None
 
 
 def test_a_rejected_registration_fails_the_object() -> None:
     progress, _delay = unavailable_progress(
-        _model_version(), reasons.MLFLOW_REJECTED, "bad name", T0, 0.0
+        VERSION.obj(), reasons.MLFLOW_REJECTED, "bad name", NOW, 0.0
     )
     assert progress.phase == "Failed"
 
@@ -576,7 +564,7 @@ def test_a_rejected_registration_fails_the_object() -> None:
 
 
 def test_ready_status_has_uri_aliases_history_and_one_event_per_transition() -> None:
-    mv = _model_version(aliases=["champion"])
+    mv = VERSION.aliases("champion").obj()
     aliases = _plan(mv, model_aliases={})
     progress = Progress(
         phase="Ready",
@@ -585,7 +573,7 @@ def test_ready_status_has_uri_aliases_history_and_one_event_per_transition() -> 
         version="2",
         aliases=aliases,
     )
-    planned = status_plan(mv, progress, T0)
+    planned = status_plan(mv, progress, NOW)
     assert planned.changed
     status = planned.status
     assert status["phase"] == "Ready"
@@ -596,7 +584,7 @@ def test_ready_status_has_uri_aliases_history_and_one_event_per_transition() -> 
     assert reasons_emitted.count(reasons.ALIAS_MOVED) == 1
     assert reasons.VERSION_READY in reasons_emitted
 
-    again = _model_version(aliases=["champion"], status=status)
+    again = VERSION.aliases("champion").status(**status).obj()
     steady = _plan(
         again,
         model_aliases={"champion": "2"},
@@ -611,7 +599,7 @@ def test_ready_status_has_uri_aliases_history_and_one_event_per_transition() -> 
             version="2",
             aliases=steady,
         ),
-        T0 + datetime.timedelta(minutes=5),
+        NOW + datetime.timedelta(minutes=5),
     )
     assert not replanned.changed
     assert replanned.events == []
@@ -624,11 +612,11 @@ def resolve_lineage() -> Any:
 
 
 def test_waiting_is_a_normal_event_and_the_unavailable_retry_fields_are_cleared_after() -> None:
-    mv = _model_version(
-        status={"phase": "Pending", "retryCount": 3, "nextAttemptTime": "2026-01-01T11:59:00Z"}
-    )
+    mv = VERSION.status(
+        phase="Pending", retry_count=3, next_attempt_time="2026-01-01T11:59:00Z"
+    ).obj()
     blocked = SourceBlocked(reasons.WAITING_FOR_RUN, "waiting", failed=False)
-    planned = status_plan(mv, Progress(phase="Pending", source_blocked=blocked), T0)
+    planned = status_plan(mv, Progress(phase="Pending", source_blocked=blocked), NOW)
     assert planned.status["retryCount"] is None
     assert planned.status["nextAttemptTime"] is None
     [event] = [e for e in planned.events if e.reason == reasons.WAITING_FOR_RUN]
@@ -644,13 +632,13 @@ def test_waiting_is_a_normal_event_and_the_unavailable_retry_fields_are_cleared_
 
 
 def test_an_alias_conflict_is_a_condition_naming_the_owner() -> None:
-    mv = _model_version(aliases=["champion"])
+    mv = VERSION.aliases("champion").obj()
     aliases = _plan(
         mv,
         model_tags={claim_key("champion"): "team-a/older/uid-0"},
         verdicts={"champion": "Conflict"},
     )
-    planned = status_plan(mv, Progress(phase="Ready", version="2", aliases=aliases), T0)
+    planned = status_plan(mv, Progress(phase="Ready", version="2", aliases=aliases), NOW)
     synced = next(c for c in planned.status["conditions"] if c["type"] == reasons.ALIASES_SYNCED)
     assert synced["reason"] == reasons.ALIAS_CONFLICT
     assert "team-a/older" in synced["message"]
@@ -659,9 +647,9 @@ def test_an_alias_conflict_is_a_condition_naming_the_owner() -> None:
 
 def test_alias_history_is_bounded() -> None:
     history = [{"alias": "a", "action": "Set", "time": "2026-01-01T00:00:00Z"} for _ in range(50)]
-    mv = _model_version(aliases=["champion"], status={"phase": "Ready", "aliasHistory": history})
+    mv = VERSION.aliases("champion").status(phase="Ready", alias_history=history).obj()
     planned = status_plan(
-        mv, Progress(phase="Ready", version="2", aliases=_plan(mv, model_aliases={})), T0
+        mv, Progress(phase="Ready", version="2", aliases=_plan(mv, model_aliases={})), NOW
     )
     assert len(planned.status["aliasHistory"]) == 50
     assert planned.status["aliasHistory"][-1]["alias"] == "champion"
@@ -669,16 +657,18 @@ def test_alias_history_is_bounded() -> None:
 
 def test_approval_time_is_recorded_once() -> None:
     approved = {"required": True, "approvedBy": "alice"}
-    first = approval_status(_model_version(approval=approved), None, T0)
-    assert (first.approved, first.approved_by, first.approved_at) == (True, "alice", T0)
-    later = approval_status(_model_version(approval=approved), first, T0 + datetime.timedelta(1))
-    assert later.approved_at == T0
-    other = approval_status(
-        _model_version(approval={**approved, "approvedBy": "bob"}),
-        first,
-        T0 + datetime.timedelta(1),
+    first = approval_status(VERSION.spec(approval=approved).obj(), None, NOW)
+    assert (first.approved, first.approved_by, first.approved_at) == (True, "alice", NOW)
+    later = approval_status(
+        VERSION.spec(approval=approved).obj(), first, NOW + datetime.timedelta(1)
     )
-    assert other.approved_at == T0 + datetime.timedelta(1)
+    assert later.approved_at == NOW
+    other = approval_status(
+        VERSION.spec(approval={**approved, "approvedBy": "bob"}).obj(),
+        first,
+        NOW + datetime.timedelta(1),
+    )
+    assert other.approved_at == NOW + datetime.timedelta(1)
 
 
 def test_a_run_made_by_a_trainingjob_names_it_in_the_lineage() -> None:
@@ -688,7 +678,7 @@ def test_a_run_made_by_a_trainingjob_names_it_in_the_lineage() -> None:
 
 
 def test_only_tags_the_spec_declared_before_are_dropped() -> None:
-    mv = _model_version(tags={"tier": "1"})
+    mv = VERSION.spec(tags={"tier": "1"}).obj()
     declared_before = {
         DECLARED_TAGS_TAG: '["team", "tier"]',
         "team": "a",
@@ -704,8 +694,8 @@ def test_only_tags_the_spec_declared_before_are_dropped() -> None:
 
 def test_a_ready_object_is_compared_with_mlflow_at_the_drift_interval_only() -> None:
     import asyncio
-    import time
 
+    from mlcycle.reconcile.memory import Checked
     from mlcycle.reconcile.modelversion import ModelVersionDeps, reconcile_modelversion
 
     class Untouchable:
@@ -719,13 +709,13 @@ def test_a_ready_object_is_compared_with_mlflow_at_the_drift_interval_only() -> 
         metrics=Untouchable(),  # type: ignore[arg-type]
         drift_check_seconds=60,
     )
-    ready = _model_version(status={"phase": "Ready", "observedGeneration": 2})
-    deps.checked_at[str(ready.metadata.uid)] = time.monotonic()
-    outcome = asyncio.run(reconcile_modelversion(ready, deps, T0, resync=True))
+    ready = VERSION.status(phase="Ready", observed_generation=2).obj()
+    deps.memory.of(str(ready.metadata.uid)).checked = Checked(NOW, 2, None)
+    outcome = asyncio.run(reconcile_modelversion(ready, deps, NOW, resync=True))
     assert outcome.events == []
     # A change (or the interval passing) is a full pass: it reads the object first.
     with pytest.raises(AssertionError, match="get called"):
-        asyncio.run(reconcile_modelversion(ready, deps, T0, resync=False))
+        asyncio.run(reconcile_modelversion(ready, deps, NOW, resync=False))
 
 
 def _parsed(status: dict[str, Any]) -> ModelVersionStatus:
@@ -733,7 +723,7 @@ def _parsed(status: dict[str, Any]) -> ModelVersionStatus:
 
 
 def test_an_unreadable_signature_is_a_warning_condition_read_again_until_settled() -> None:
-    mv = _model_version()
+    mv = VERSION.obj()
     failed = status_plan(
         mv,
         Progress(
@@ -741,7 +731,7 @@ def test_an_unreadable_signature_is_a_warning_condition_read_again_until_settled
             version="1",
             signature_read=(False, reasons.SIGNATURE_UNAVAILABLE, "scratch space: no /tmp"),
         ),
-        T0,
+        NOW,
     )
     read = find_condition(_parsed(failed.status).conditions, reasons.SIGNATURE_READ)
     assert read is not None
@@ -751,8 +741,8 @@ def test_an_unreadable_signature_is_a_warning_condition_read_again_until_settled
     assert not signature_settled(_parsed(failed.status))
 
     # A pass that does not read again (settled, or MLflow unreachable) keeps the condition.
-    again = _model_version(status=failed.status)
-    kept = status_plan(again, Progress(phase="Ready", version="1"), T0)
+    again = VERSION.status(**failed.status).obj()
+    kept = status_plan(again, Progress(phase="Ready", version="1"), NOW)
     assert not [e for e in kept.events if e.reason == reasons.SIGNATURE_UNAVAILABLE]
 
     none = status_plan(
@@ -762,7 +752,7 @@ def test_an_unreadable_signature_is_a_warning_condition_read_again_until_settled
             version="1",
             signature_read=(True, reasons.NO_SIGNATURE, "the MLmodel declares no signature"),
         ),
-        T0,
+        NOW,
     )
     assert signature_settled(_parsed(none.status))
     assert [e.type for e in none.events if e.reason == reasons.NO_SIGNATURE] == ["Normal"]

@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from mlcycle.api.v1alpha1 import InferenceService
-from mlcycle.plan.inferenceservice import Observed, Target, plan_rollout, server_children
+from mlcycle.plan.inferenceservice.observe import Observed
+from mlcycle.plan.inferenceservice.resolve import Target
+from mlcycle.plan.inferenceservice.rollout import plan_rollout
+from mlcycle.plan.inferenceservice.servers import server_children
 
 pytestmark = pytest.mark.unit
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 
 from mlcycle.plan.standby import outranked
+from tests.builders import NOW, earlier
 
 pytestmark = pytest.mark.unit
 
-NOW = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
-
 
 def _seen(seconds_ago: float) -> str:
-    return (NOW - datetime.timedelta(seconds=seconds_ago)).isoformat()
+    return earlier(seconds_ago).isoformat()
 
 
 def test_alone_or_highest_it_runs() -> None:
@@ -47,5 +44,5 @@ def test_any_namespace_peering_outranking_it_is_enough() -> None:
 def test_kopfs_own_defaults_for_a_sparse_entry() -> None:
     # No lastseen: kopf takes it as seen now. No lifetime: kopf's 60 s.
     assert outranked([{"other": {"priority": 11}}], "me", 10, NOW)
-    naive = (NOW - datetime.timedelta(seconds=59)).replace(tzinfo=None).isoformat()
+    naive = earlier(59).replace(tzinfo=None).isoformat()
     assert outranked([{"other": {"priority": 11, "lastseen": naive}}], "me", 10, NOW)

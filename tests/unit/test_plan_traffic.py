@@ -4,59 +4,36 @@ pods give, and the spec rules that keep each mode to what it can do."""
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from mlcycle.api.v1alpha1 import InferenceService
 from mlcycle.plan import reasons
-from mlcycle.plan.inferenceservice import (
-    Observed,
-    Target,
-    desired_replicas,
-    plan_rollout,
-    router_config,
-    service_url,
-    status_plan,
-    traffic_split,
-)
+from mlcycle.plan.inferenceservice.observe import Observed
+from mlcycle.plan.inferenceservice.resolve import Target
+from mlcycle.plan.inferenceservice.rollout import plan_rollout
+from mlcycle.plan.inferenceservice.servers import desired_replicas
+from mlcycle.plan.inferenceservice.status import status_plan
 from mlcycle.plan.serving_names import COMPONENT_LABEL, MODEL_SERVER_COMPONENT
-from mlcycle.plan.traffic import traffic_children
+from mlcycle.plan.traffic import service_url, traffic_children
+from mlcycle.plan.traffic.router import router_config
+from mlcycle.plan.traffic.split import traffic_split
+from tests.builders import NOW, an_inference_service, later
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 GATEWAY = {"parentRef": {"name": "public", "namespace": "infra"}, "hostnames": ["iris.example"]}
-
-
-def _isvc(traffic: dict[str, Any], status: dict[str, Any] | None = None, **spec: Any) -> Any:
-    body: dict[str, Any] = {
-        "metadata": {"name": "iris", "namespace": "team-a", "uid": "uid-1", "generation": 1},
-        "spec": {
-            "model": {"name": "iris", "version": 2},
-            "server": {"replicas": 4},
-            "traffic": traffic,
-            "rollout": {"steps": [25, 50], "interval": "1m"},
-            **spec,
-        },
-    }
-    if status is not None:
-        body["status"] = status
-    return InferenceService.model_validate(body)
-
-
-def _status(step_started: bool, weight: int = 25, **canary: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {"version": "2", "modelUri": "models:/iris/2", "weight": weight}
-    fields.update(step=0, startedAt=T0.isoformat(), failedChecks=0, **canary)
-    if step_started:
-        fields["stepStartedAt"] = T0.isoformat()
-    return {
-        "modelName": "iris",
-        "stable": {"version": "1", "modelUri": "models:/iris/1", "weight": 100},
-        "canary": fields,
-    }
+ISVC = (
+    an_inference_service("iris", namespace="team-a")
+    .model("iris", version=2)
+    .replicas(4)
+    .steps(25, 50, interval="1m")
+)
+GATEWAY_API = ISVC.traffic("gateway-api", gateway=GATEWAY)
+REPLICAS = ISVC.traffic("replicas")
+ROLLING = ISVC.status(model_name="iris").stable("1")
+"""Version 1 stable, version 2 about to be rolled out: `.canary(...)` says how far."""
 
 
 def _observed(ready: dict[str, int], router_ready: int = 0) -> Observed:
@@ -64,7 +41,7 @@ def _observed(ready: dict[str, int], router_ready: int = 0) -> Observed:
 
 
 def _plan(isvc: Any, ready: dict[str, int], router_ready: int = 0) -> Any:
-    return plan_rollout(isvc, _observed(ready, router_ready), T0 + datetime.timedelta(seconds=5))
+    return plan_rollout(isvc, _observed(ready, router_ready), later(5))
 
 
 def test_gateway_route_carries_the_same_split_as_the_router() -> None:
@@ -73,12 +50,12 @@ def test_gateway_route_carries_the_same_split_as_the_router() -> None:
         ("ABTest", {"abTest": {"headerName": "x-variant", "headerValue": "b", "weight": 10}}),
         ("Shadow", {}),
     ):
-        rollout = {"strategy": strategy, "steps": [25, 50], "interval": "1m", **extra}
         weight = 10 if strategy == "ABTest" else (25 if strategy == "Canary" else 0)
-        isvc = _isvc(
-            {"mode": "gateway-api", "gateway": GATEWAY},
-            _status(step_started=True, weight=weight),
-            rollout=rollout,
+        isvc = (
+            ROLLING.traffic("gateway-api", gateway=GATEWAY)
+            .rollout(strategy=strategy, **extra)
+            .canary("2", weight=weight, step_started_at=NOW)
+            .obj()
         )
         plan = _plan(isvc, {"1": 4, "2": 1})
         [route] = traffic_children(isvc, plan)
@@ -100,7 +77,7 @@ def test_gateway_route_carries_the_same_split_as_the_router() -> None:
 
 
 def test_a_candidate_gets_no_route_weight_before_its_step_starts() -> None:
-    isvc = _isvc({"mode": "gateway-api", "gateway": GATEWAY}, _status(step_started=False))
+    isvc = ROLLING.traffic("gateway-api", gateway=GATEWAY).canary("2", weight=25).obj()
     plan = _plan(isvc, {"1": 4, "2": 0})
     assert traffic_split(isvc, plan).canary_weight == 0
     [route] = traffic_children(isvc, plan)
@@ -109,13 +86,13 @@ def test_a_candidate_gets_no_route_weight_before_its_step_starts() -> None:
 
 
 def test_nothing_routes_before_a_stable_version_exists() -> None:
-    isvc = _isvc({"mode": "gateway-api", "gateway": GATEWAY})
-    plan = plan_rollout(isvc, Observed(target=None), T0)
+    isvc = GATEWAY_API.obj()
+    plan = plan_rollout(isvc, Observed(target=None), NOW)
     assert traffic_children(isvc, plan) == []
 
 
 def test_replicas_mode_applies_only_the_shared_service() -> None:
-    isvc = _isvc({"mode": "replicas"}, _status(step_started=True))
+    isvc = ROLLING.traffic("replicas").canary("2", weight=25, step_started_at=NOW).obj()
     [service] = traffic_children(isvc, _plan(isvc, {"1": 3, "2": 1}))
     assert service["kind"] == "Service"
     assert service["metadata"]["name"] == "iris"
@@ -130,19 +107,15 @@ def test_replicas_mode_sizes_tracks_by_the_step_share(
     capacity: str, expected: dict[str, int]
 ) -> None:
     # Before the step starts too: in this mode the candidate's first ready pod is its share.
-    isvc = _isvc(
-        {"mode": "replicas"},
-        _status(step_started=False),
-        rollout={"steps": [25, 50], "interval": "1m", "capacity": capacity},
-    )
+    isvc = ROLLING.traffic("replicas").rollout(capacity=capacity).canary("2", weight=25).obj()
     assert desired_replicas(isvc, _plan(isvc, {"1": 4, "2": 0})) == expected
 
 
 def test_replicas_mode_reports_the_weight_the_ready_pods_give() -> None:
-    isvc = _isvc({"mode": "replicas"}, _status(step_started=True))
+    isvc = ROLLING.traffic("replicas").canary("2", weight=25, step_started_at=NOW).obj()
     observed = _observed({"1": 3, "2": 1})
-    plan = plan_rollout(isvc, observed, T0 + datetime.timedelta(seconds=5))
-    status = status_plan(isvc, observed, plan, T0).status
+    plan = plan_rollout(isvc, observed, later(5))
+    status = status_plan(isvc, observed, plan, NOW).status
     assert status["canary"]["weight"] == 25
     assert status["stable"]["weight"] == 75
     traffic = next(c for c in status["conditions"] if c["type"] == reasons.TRAFFIC_AVAILABLE)
@@ -151,16 +124,18 @@ def test_replicas_mode_reports_the_weight_the_ready_pods_give() -> None:
 
 
 def test_a_refused_child_is_a_condition_and_not_ready() -> None:
-    isvc = _isvc(
-        {"mode": "gateway-api", "gateway": GATEWAY}, {"modelName": "iris", **_status(True)}
+    isvc = (
+        ROLLING.traffic("gateway-api", gateway=GATEWAY)
+        .canary("2", weight=25, step_started_at=NOW)
+        .obj()
     )
     observed = Observed(
         target=Target("iris", "1"),
         ready_replicas={"1": 4},
         refused=(reasons.TRAFFIC_KIND_NOT_SERVED, "the API server does not serve HTTPRoute"),
     )
-    plan = plan_rollout(isvc, observed, T0)
-    planned = status_plan(isvc, observed, plan, T0)
+    plan = plan_rollout(isvc, observed, NOW)
+    planned = status_plan(isvc, observed, plan, NOW)
     by_type = {c["type"]: c for c in planned.status["conditions"]}
     assert by_type[reasons.CHILDREN_APPLIED]["reason"] == reasons.TRAFFIC_KIND_NOT_SERVED
     assert by_type[reasons.READY]["status"] == "False"
@@ -170,10 +145,10 @@ def test_a_refused_child_is_a_condition_and_not_ready() -> None:
 
 
 def test_service_url_per_mode() -> None:
-    assert service_url(_isvc({"mode": "gateway-api", "gateway": GATEWAY})) == "http://iris.example"
-    without_hostname = {"mode": "gateway-api", "gateway": {"parentRef": {"name": "public"}}}
-    assert service_url(_isvc(without_hostname)) is None
-    assert service_url(_isvc({"mode": "replicas"})) == "http://iris.team-a.svc.cluster.local"
+    assert service_url(GATEWAY_API.obj()) == "http://iris.example"
+    without_hostname = ISVC.traffic("gateway-api", gateway={"parentRef": {"name": "public"}})
+    assert service_url(without_hostname.obj()) is None
+    assert service_url(REPLICAS.obj()) == "http://iris.team-a.svc.cluster.local"
 
 
 @pytest.mark.parametrize(
@@ -196,4 +171,4 @@ def test_modes_refuse_what_they_cannot_do(
     traffic: dict[str, Any], spec: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValidationError, match=message):
-        _isvc(traffic, **spec)
+        ISVC.spec(traffic=traffic, **spec).obj()

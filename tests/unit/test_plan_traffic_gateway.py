@@ -6,27 +6,21 @@ from typing import Any
 
 import pytest
 
-from mlcycle.api.v1alpha1 import InferenceService
-from mlcycle.plan.traffic_gateway import desired_http_route
+from mlcycle.plan.traffic.gateway import desired_http_route
+from tests.builders import an_inference_service
 
 pytestmark = pytest.mark.unit
 
 PORT = 8080
 
 
-def _service(gateway: dict[str, Any] | None = None) -> InferenceService:
-    traffic: dict[str, Any] = {
-        "mode": "gateway-api",
-        "gateway": gateway or {"parentRef": {"name": "public"}, "hostnames": ["iris.example.com"]},
-    }
-    return InferenceService.from_body(
-        {
-            "apiVersion": "mlcycle.dev/v1alpha1",
-            "kind": "InferenceService",
-            "metadata": {"name": "iris", "namespace": "team-a", "uid": "uid-7", "generation": 2},
-            "spec": {"model": {"name": "iris", "alias": "champion"}, "traffic": traffic},
-        }
-    )
+PUBLIC = {"parentRef": {"name": "public"}, "hostnames": ["iris.example.com"]}
+SERVICE = (
+    an_inference_service("iris", namespace="team-a")
+    .uid("uid-7")
+    .generation(2)
+    .traffic("gateway-api", gateway=PUBLIC)
+)
 
 
 def _route(**overrides: Any) -> dict[str, Any]:
@@ -39,7 +33,7 @@ def _route(**overrides: Any) -> dict[str, Any]:
         "mirror_percent": None,
         **overrides,
     }
-    return desired_http_route(_service(), **arguments)
+    return desired_http_route(SERVICE.obj(), **arguments)
 
 
 def _ref(name: str, weight: int | None = None) -> dict[str, Any]:
@@ -215,7 +209,7 @@ def test_parent_ref_and_hostnames_follow_the_spec(
     gateway: dict[str, Any], parent_ref: dict[str, Any], has_hostnames: bool
 ) -> None:
     route = desired_http_route(
-        _service(gateway),
+        SERVICE.traffic("gateway-api", gateway=gateway).obj(),
         stable_service="s",
         canary_service=None,
         port=PORT,
@@ -244,14 +238,7 @@ def test_impossible_steps_are_refused(overrides: dict[str, Any], complaint: str)
 
 
 def test_router_mode_service_has_no_route() -> None:
-    service = InferenceService.from_body(
-        {
-            "apiVersion": "mlcycle.dev/v1alpha1",
-            "kind": "InferenceService",
-            "metadata": {"name": "iris", "namespace": "team-a", "uid": "uid-7"},
-            "spec": {"model": {"name": "iris", "version": 1}},
-        }
-    )
+    service = an_inference_service("iris", namespace="team-a").model("iris", version=1).obj()
     with pytest.raises(ValueError, match="not in gateway-api mode"):
         desired_http_route(
             service,

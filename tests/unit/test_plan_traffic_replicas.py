@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from mlcycle.api.v1alpha1 import InferenceService
 from mlcycle.plan.serving_names import model_server_selector
-from mlcycle.plan.traffic_replicas import (
+from mlcycle.plan.traffic.replicas import (
     Capacity,
     desired_shared_service,
     effective_weight,
     replica_split,
 )
+from tests.builders import an_inference_service
 
 pytestmark = pytest.mark.unit
 
@@ -94,13 +94,12 @@ def test_effective_weight(stable_ready: int, canary_ready: int, weight: int) -> 
 
 
 def test_shared_service_selects_both_tracks() -> None:
-    isvc = InferenceService.from_body(
-        {
-            "apiVersion": "mlcycle.dev/v1alpha1",
-            "kind": "InferenceService",
-            "metadata": {"name": "iris", "namespace": "team-a", "uid": "uid-9"},
-            "spec": {"model": {"name": "iris", "version": 3}, "traffic": {"mode": "replicas"}},
-        }
+    isvc = (
+        an_inference_service("iris", namespace="team-a")
+        .uid("uid-9")
+        .model("iris", version=3)
+        .traffic("replicas")
+        .obj()
     )
     service = desired_shared_service(isvc)
     assert service["metadata"]["name"] == "iris"

@@ -15,32 +15,25 @@ import pytest
 from mlcycle.api.v1alpha1 import TrainingJob, TrainingJobStatus
 from mlcycle.plan import reasons
 from mlcycle.plan.conditions import find_condition
-from mlcycle.plan.trainingjob import (
-    GateResult,
+from mlcycle.plan.trainingjob.gang import gang_restart, gang_restart_needed
+from mlcycle.plan.trainingjob.gates import GateResult, evaluate_gates
+from mlcycle.plan.trainingjob.job import desired_headless_service, desired_job, job_suspended
+from mlcycle.plan.trainingjob.names import attempt_of, job_name
+from mlcycle.plan.trainingjob.observe import TrainingObservation, observe_training
+from mlcycle.plan.trainingjob.registration import desired_model_version
+from mlcycle.plan.trainingjob.run import (
     RunBinding,
-    TrainingObservation,
-    attempt_of,
-    blocked_status,
-    desired_headless_service,
-    desired_job,
-    desired_model_version,
-    evaluate_gates,
     experiment_name,
-    gang_restart,
-    gang_restart_needed,
-    job_name,
-    job_suspended,
-    mlflow_run_status,
     mlflow_run_url,
-    observe_training,
     run_name,
     run_tags,
-    status_patch,
 )
+from mlcycle.plan.trainingjob.status import blocked_status, mlflow_run_status, status_patch
+from tests.builders import NOW, a_training_job, later, wire_time
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+TRAINING = a_training_job("train", namespace="team-a").generation(3).command("python", "train.py")
 RUN = RunBinding(
     run_id="0123456789abcdef0123456789abcdef",
     experiment_id="7",
@@ -52,28 +45,13 @@ RUN = RunBinding(
 # --- Builders -------------------------------------------------------------------------------
 
 
-def _iso(moment: datetime.datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _training(name: str = "train", **spec: Any) -> TrainingJob:
-    return TrainingJob.from_body(
-        {
-            "apiVersion": "mlcycle.dev/v1alpha1",
-            "kind": "TrainingJob",
-            "metadata": {"name": name, "namespace": "team-a", "uid": "uid-1", "generation": 3},
-            "spec": {"image": "example/train:1", "command": ["python", "train.py"], **spec},
-        }
-    )
-
-
 def _job_condition(type_: str, reason: str = "", message: str = "") -> dict[str, Any]:
     return {
         "type": type_,
         "status": "True",
         "reason": reason,
         "message": message,
-        "lastTransitionTime": _iso(T0 + datetime.timedelta(minutes=10)),
+        "lastTransitionTime": wire_time(later(minutes=10)),
     }
 
 
@@ -86,7 +64,7 @@ def _job(
     failed: int = 0,
     succeeded: int = 0,
 ) -> dict[str, Any]:
-    status: dict[str, Any] = {"startTime": _iso(T0), "conditions": list(conditions)}
+    status: dict[str, Any] = {"startTime": wire_time(NOW), "conditions": list(conditions)}
     for key, count in (("active", active), ("failed", failed), ("succeeded", succeeded)):
         if count:
             status[key] = count
@@ -103,14 +81,16 @@ def _pod(
     name: str = "train-abcde",
     phase: str = "Running",
     *,
-    created: datetime.datetime = T0,
+    created: datetime.datetime = NOW,
     attempt: int = 0,
     rank: int | None = None,
     waiting: tuple[str, str] | None = None,
     terminated: Mapping[str, Any] | None = None,
     unschedulable: str | None = None,
 ) -> dict[str, Any]:
-    state: dict[str, Any] = {"running": {"startedAt": _iso(created)}} if phase == "Running" else {}
+    state: dict[str, Any] = (
+        {"running": {"startedAt": wire_time(created)}} if phase == "Running" else {}
+    )
     if waiting is not None:
         state = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
     if terminated is not None:
@@ -133,7 +113,7 @@ def _pod(
     return {
         "metadata": {
             "name": name,
-            "creationTimestamp": _iso(created),
+            "creationTimestamp": wire_time(created),
             "labels": {"mlcycle.dev/attempt": str(attempt)},
             "annotations": annotations,
         },
@@ -146,7 +126,7 @@ def _exited(code: int, reason: str = "Error", message: str = "", minute: int = 5
         "exitCode": code,
         "reason": reason,
         "message": message,
-        "finishedAt": _iso(T0 + datetime.timedelta(minutes=minute)),
+        "finishedAt": wire_time(later(minutes=minute)),
     }
 
 
@@ -159,8 +139,8 @@ def _env(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_experiment_and_run_names_default_to_namespace_and_name() -> None:
-    assert (experiment_name(_training()), run_name(_training())) == ("team-a", "train")
-    custom = _training(mlflow={"experimentName": "iris", "runName": "baseline"})
+    assert (experiment_name(TRAINING.obj()), run_name(TRAINING.obj())) == ("team-a", "train")
+    custom = TRAINING.spec(mlflow={"experimentName": "iris", "runName": "baseline"}).obj()
     assert (experiment_name(custom), run_name(custom)) == ("iris", "baseline")
 
 
@@ -173,7 +153,7 @@ def test_experiment_and_run_names_default_to_namespace_and_name() -> None:
     ],
 )
 def test_job_names(name: str, workers: int, attempt: int, expected: str) -> None:
-    tj = _training(name, workers=workers)
+    tj = TRAINING.named(name).workers(workers).obj()
     assert job_name(tj, attempt) == expected
     assert attempt_of(expected, tj) == attempt
 
@@ -188,7 +168,7 @@ def test_job_names(name: str, workers: int, attempt: int, expected: str) -> None
     ],
 )
 def test_unusable_names_are_shortened_with_a_hash(name: str, workers: int) -> None:
-    tj = _training(name, workers=workers)
+    tj = TRAINING.named(name).workers(workers).obj()
     first, retry = job_name(tj, 0), job_name(tj, 12)
     index = f"-{workers - 1}"
     for generated in (first, retry):
@@ -201,14 +181,14 @@ def test_unusable_names_are_shortened_with_a_hash(name: str, workers: int) -> No
     assert attempt_of(retry, tj) == 12
     assert attempt_of(first, tj) == 0
     # Two objects whose names clean up alike still get different Jobs.
-    assert job_name(_training(name.replace(".", "-") + "x", workers=workers), 0) != first
+    assert job_name(TRAINING.named(name.replace(".", "-") + "x").workers(workers).obj(), 0) != first
 
 
 # --- The child Job ------------------------------------------------------------------------
 
 
 def test_single_worker_job() -> None:
-    tj = _training(
+    tj = TRAINING.spec(
         args=["--epochs", "3"],
         resources={"requests": {"cpu": "500m"}, "limits": {"nvidia.com/gpu": 1}},
         activeDeadlineSeconds=3600,
@@ -224,7 +204,7 @@ def test_single_worker_job() -> None:
             "priorityClassName": "batch",
             "securityContext": {"runAsNonRoot": True},
         },
-    )
+    ).obj()
     job = desired_job(tj, RUN)
 
     assert job["apiVersion"] == "batch/v1"
@@ -304,7 +284,7 @@ def test_single_worker_job() -> None:
 
 
 def test_the_training_pod_passes_the_restricted_standard_and_the_user_may_relax_it() -> None:
-    pod = desired_job(_training(), RUN)["spec"]["template"]["spec"]
+    pod = desired_job(TRAINING.obj(), RUN)["spec"]["template"]["spec"]
     assert pod["securityContext"] == {
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
@@ -314,14 +294,14 @@ def test_the_training_pod_passes_the_restricted_standard_and_the_user_may_relax_
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
-    relaxed = _training(
+    relaxed = TRAINING.spec(
         podTemplate={
             "securityContext": {"runAsNonRoot": False, "fsGroup": 1000},
             "containerSecurityContext": {"capabilities": {"add": ["SYS_PTRACE"]}},
             "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
             "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory"}}],
         }
-    )
+    ).obj()
     pod = desired_job(relaxed, RUN)["spec"]["template"]["spec"]
     assert pod["securityContext"] == {
         "runAsNonRoot": False,
@@ -337,11 +317,11 @@ def test_the_training_pod_passes_the_restricted_standard_and_the_user_may_relax_
 
 
 def test_backoff_limit_of_one_worker_comes_from_the_spec() -> None:
-    assert desired_job(_training(backoffLimit=2), RUN)["spec"]["backoffLimit"] == 2
+    assert desired_job(TRAINING.backoff_limit(2).obj(), RUN)["spec"]["backoffLimit"] == 2
 
 
 def test_three_workers_make_an_indexed_job_with_a_headless_service() -> None:
-    tj = _training(workers=3, backoffLimit=4)
+    tj = TRAINING.workers(3).backoff_limit(4).obj()
     job = desired_job(tj, RUN, attempt=1)
 
     assert job["metadata"]["name"] == "train-r1"
@@ -376,7 +356,9 @@ def test_three_workers_make_an_indexed_job_with_a_headless_service() -> None:
 
 
 def test_s3_keys_reach_the_pod_only_through_secret_key_refs() -> None:
-    tj = _training(s3={"secretRef": {"name": "s3-creds"}, "endpoint": "http://minio:9000"})
+    tj = TRAINING.spec(
+        s3={"secretRef": {"name": "s3-creds"}, "endpoint": "http://minio:9000"}
+    ).obj()
     job = desired_job(tj, RUN)
     env = _env(job)
 
@@ -392,7 +374,7 @@ def test_s3_keys_reach_the_pod_only_through_secret_key_refs() -> None:
 
 def test_mlflow_credentials_reach_the_pod_only_from_the_named_secret() -> None:
     run = dataclasses.replace(RUN, credentials_secret="mlflow-creds")
-    env = _env(desired_job(_training(), run))
+    env = _env(desired_job(TRAINING.obj(), run))
 
     assert env["MLFLOW_TRACKING_URI"] == {
         "name": "MLFLOW_TRACKING_URI",
@@ -404,7 +386,7 @@ def test_mlflow_credentials_reach_the_pod_only_from_the_named_secret() -> None:
             "name": key,
             "valueFrom": {"secretKeyRef": {"name": "mlflow-creds", "key": key, "optional": True}},
         }
-    no_secret = _env(desired_job(_training(), RUN))
+    no_secret = _env(desired_job(TRAINING.obj(), RUN))
     assert not [
         name
         for name in no_secret
@@ -418,7 +400,7 @@ def test_the_run_url_never_shows_credentials() -> None:
 
 
 def test_no_s3_means_no_aws_variables() -> None:
-    env = _env(desired_job(_training(), RUN))
+    env = _env(desired_job(TRAINING.obj(), RUN))
     assert not [name for name in env if name.startswith(("AWS_", "MLFLOW_S3"))]
 
 
@@ -432,18 +414,18 @@ def test_no_s3_means_no_aws_variables() -> None:
     ],
 )
 def test_hyperparameter_variables(hyperparameter: str, variable: str) -> None:
-    env = _env(desired_job(_training(hyperparameters={hyperparameter: "0.1", "z": "1"}), RUN))
+    env = _env(desired_job(TRAINING.hyperparameters({hyperparameter: "0.1", "z": "1"}).obj(), RUN))
     assert env[variable]["value"] == "0.1"
     assert json.loads(env["MLCYCLE_HYPERPARAMETERS"]["value"]) == {hyperparameter: "0.1", "z": "1"}
 
 
 def test_hyperparameters_json_has_sorted_keys() -> None:
-    env = _env(desired_job(_training(hyperparameters={"b": "2", "a": "1"}), RUN))
+    env = _env(desired_job(TRAINING.hyperparameters({"b": "2", "a": "1"}).obj(), RUN))
     assert env["MLCYCLE_HYPERPARAMETERS"]["value"] == '{"a": "1", "b": "2"}'
 
 
 def test_hyperparameters_that_clash_as_variables_stay_in_the_json_only() -> None:
-    tj = _training(hyperparameters={"a.b": "1", "a_b": "2", "c": "3"})
+    tj = TRAINING.hyperparameters({"a.b": "1", "a_b": "2", "c": "3"}).obj()
     env = _env(desired_job(tj, RUN))
     assert "MLCYCLE_HP_A_B" not in env
     assert env["MLCYCLE_HP_C"]["value"] == "3"
@@ -451,22 +433,22 @@ def test_hyperparameters_that_clash_as_variables_stay_in_the_json_only() -> None
 
 
 def test_dataset_variables() -> None:
-    tj = _training(dataset={"uri": "s3://data/iris.csv", "digest": "sha256:ab", "version": "3"})
+    tj = TRAINING.dataset("s3://data/iris.csv", digest="sha256:ab", version="3").obj()
     env = _env(desired_job(tj, RUN))
     assert env["MLCYCLE_DATASET_URI"]["value"] == "s3://data/iris.csv"
     assert env["MLCYCLE_DATASET_DIGEST"]["value"] == "sha256:ab"
     assert env["MLCYCLE_DATASET_VERSION"]["value"] == "3"
-    without_digest = _env(desired_job(_training(dataset={"uri": "s3://data/x"}), RUN))
+    without_digest = _env(desired_job(TRAINING.dataset("s3://data/x").obj(), RUN))
     assert "MLCYCLE_DATASET_DIGEST" not in without_digest
 
 
 def test_user_env_follows_ours_and_overrides_by_replacing() -> None:
-    tj = _training(
+    tj = TRAINING.spec(
         env=[
             {"name": "OUTPUT", "value": "/out/$(MLFLOW_RUN_ID)"},
             {"name": "MLFLOW_EXPERIMENT_NAME", "value": "mine"},
         ]
-    )
+    ).obj()
     container = desired_job(tj, RUN)["spec"]["template"]["spec"]["containers"][0]
     names = [variable["name"] for variable in container["env"]]
 
@@ -499,7 +481,7 @@ def test_pod_failure_policy(
     failure_policy: dict[str, Any] | None, rules: list[dict[str, Any]]
 ) -> None:
     spec: dict[str, Any] = {} if failure_policy is None else {"failurePolicy": failure_policy}
-    job = desired_job(_training(**spec), RUN)
+    job = desired_job(TRAINING.spec(**spec).obj(), RUN)
     for rule in rules:
         rule["onExitCodes"]["containerName"] = "trainer"
     disruption = {
@@ -511,12 +493,12 @@ def test_pod_failure_policy(
 
 
 def test_queue_name_labels_the_job_and_creates_it_suspended_for_kueue() -> None:
-    tj = _training(queueName="gpu-queue")
+    tj = TRAINING.queue("gpu-queue").obj()
     job = desired_job(tj, RUN)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert "kueue.x-k8s.io/queue-name" not in job["spec"]["template"]["metadata"]["labels"]
     assert job["spec"]["suspend"] is True
-    assert "kueue.x-k8s.io/queue-name" not in desired_job(_training(), RUN)["metadata"]["labels"]
+    assert "kueue.x-k8s.io/queue-name" not in desired_job(TRAINING.obj(), RUN)["metadata"]["labels"]
 
 
 @pytest.mark.parametrize(
@@ -533,11 +515,11 @@ def test_queue_name_labels_the_job_and_creates_it_suspended_for_kueue() -> None:
 )
 def test_job_suspended(spec: dict[str, Any], existing_suspend: bool | None, expected: bool) -> None:
     existing = None if existing_suspend is None else _job(suspend=existing_suspend)
-    assert job_suspended(_training(**spec), existing) is expected
+    assert job_suspended(TRAINING.spec(**spec).obj(), existing) is expected
 
 
 def test_model_version_is_standalone_and_named_after_the_run() -> None:
-    tj = _training(register={"modelName": "iris", "aliases": ["challenger"]})
+    tj = TRAINING.registration("iris", aliases=["challenger"]).obj()
     model_version = desired_model_version(tj, RUN)
     assert model_version["kind"] == "ModelVersion"
     assert model_version["metadata"]["name"] == "train-01234567"
@@ -553,7 +535,7 @@ def test_model_version_is_standalone_and_named_after_the_run() -> None:
 
 # --- Observation ----------------------------------------------------------------------------
 
-LATER = T0 + datetime.timedelta(minutes=20)
+LATER = later(minutes=20)
 
 OBSERVATIONS = [
     pytest.param(
@@ -712,7 +694,7 @@ def test_observe_training(
     expected: tuple[str, str, bool, int | None],
     message_part: str,
 ) -> None:
-    observation = observe_training(_training(**spec), job, pods, LATER)
+    observation = observe_training(TRAINING.spec(**spec).obj(), job, pods, LATER)
     phase, reason, terminal, exit_code = expected
     assert (observation.phase, observation.reason) == (phase, reason)
     assert observation.terminal is terminal
@@ -723,9 +705,9 @@ def test_observe_training(
 
 def test_times_and_attempts_come_from_the_job() -> None:
     job = _job(succeeded=1, failed=2, conditions=[_job_condition("Complete")])
-    job["status"]["completionTime"] = _iso(LATER)
-    observation = observe_training(_training(), job, [], LATER)
-    assert observation.start_time == T0
+    job["status"]["completionTime"] = wire_time(LATER)
+    observation = observe_training(TRAINING.obj(), job, [], LATER)
+    assert observation.start_time == NOW
     assert observation.completion_time == LATER
     assert observation.attempts == 3
 
@@ -734,7 +716,7 @@ def test_long_termination_messages_keep_their_end() -> None:
     output = "x" * 5000 + "ValueError: the real cause"
     job = _job(failed=1, conditions=[_job_condition("Failed", "BackoffLimitExceeded")])
     pods = [_pod("train-a", "Failed", terminated=_exited(1, message=output))]
-    observation = observe_training(_training(backoffLimit=0), job, pods, LATER)
+    observation = observe_training(TRAINING.backoff_limit(0).obj(), job, pods, LATER)
     assert len(observation.message) <= 1024
     assert observation.message.startswith("container trainer of pod train-a exited with code 1: ")
     assert observation.message.endswith("ValueError: the real cause")
@@ -749,9 +731,9 @@ def test_long_termination_messages_keep_their_end() -> None:
     ],
 )
 def test_startup_deadline(waited: int, expected_phase: str, expected_reason: str) -> None:
-    tj = _training(startupDeadlineSeconds=300)
+    tj = TRAINING.startup_deadline(300).obj()
     pods = [_pod("train-a", "Pending", waiting=("ImagePullBackOff", "no such image"))]
-    now = T0 + datetime.timedelta(seconds=waited)
+    now = later(waited)
     observation = observe_training(tj, _job(active=1), pods, now)
     assert (observation.phase, observation.reason) == (expected_phase, expected_reason)
     assert observation.terminal is (expected_phase == "Failed")
@@ -762,16 +744,16 @@ def test_startup_deadline(waited: int, expected_phase: str, expected_reason: str
 
 
 def test_startup_deadline_ignores_pods_that_started() -> None:
-    tj = _training(startupDeadlineSeconds=60)
+    tj = TRAINING.startup_deadline(60).obj()
     observation = observe_training(tj, _job(active=1), [_pod("train-a", "Running")], LATER)
     assert observation.phase == "Running"
 
 
 def test_pods_of_an_earlier_attempt_are_not_read() -> None:
-    tj = _training(workers=2)
+    tj = TRAINING.workers(2).obj()
     old = _pod("old", "Failed", attempt=0, rank=1, terminated=_exited(1))
     job, pods = _job(attempt=1, active=2), [old, _pod("new", attempt=1)]
-    observation = observe_training(tj, job, pods, T0)
+    observation = observe_training(tj, job, pods, NOW)
     assert (observation.phase, observation.reason, observation.attempts) == (
         "Running",
         "Running",
@@ -857,7 +839,7 @@ def test_gang_restart(
     pods: list[dict[str, Any]],
     expected: tuple[bool, int] | None,
 ) -> None:
-    tj = _training(**spec)
+    tj = TRAINING.spec(**spec).obj()
     decision = gang_restart(tj, job, pods)
     if expected is None:
         assert decision is None
@@ -869,7 +851,7 @@ def test_gang_restart(
 
 
 def test_gang_restart_is_observed_as_running_and_never_terminal() -> None:
-    tj = _training(workers=2)
+    tj = TRAINING.workers(2).obj()
     observation = observe_training(tj, _job(conditions=BACKOFF_EXCEEDED), [RANK_1_FAILED], LATER)
     assert (observation.phase, observation.reason) == ("Running", "GangRestarting")
     assert observation.terminal is False
@@ -879,7 +861,7 @@ def test_gang_restart_is_observed_as_running_and_never_terminal() -> None:
 
 
 def test_spent_gang_budget_fails_the_training() -> None:
-    tj = _training(workers=2, backoffLimit=1)
+    tj = TRAINING.workers(2).backoff_limit(1).obj()
     oom = _pod("t-r1-0", "Failed", attempt=1, rank=0, terminated=_exited(137, "OOMKilled"))
     observation = observe_training(tj, _job(attempt=1, conditions=BACKOFF_EXCEEDED), [oom], LATER)
     assert (observation.phase, observation.reason) == ("Failed", "OOMKilled")
@@ -929,7 +911,7 @@ METRICS = {"accuracy": 0.82, "loss": 0.3}
     ],
 )
 def test_evaluate_gates(gates: list[dict[str, Any]], failures: list[str]) -> None:
-    tj = _training(register={"modelName": "iris", "gates": gates})
+    tj = TRAINING.registration("iris", gates=gates).obj()
     assert tj.spec.registration is not None
     result = evaluate_gates(tj.spec.registration.gates, METRICS)
     assert result == GateResult(passed=not failures, failures=failures)
@@ -1016,7 +998,7 @@ def test_champion_gate(
     register: dict[str, Any] = {"modelName": "iris"}
     if compare is not None:
         register |= {"compareTo": "@champion", "compareMetric": "accuracy", **compare}
-    tj = _training(register=register)
+    tj = TRAINING.spec(register=register).obj()
     registration = tj.spec.registration
     assert registration is not None
     result = evaluate_gates([], METRICS, champion=champion, registration=registration)
@@ -1027,9 +1009,7 @@ def test_champion_gate(
 
 
 def test_a_missing_champion_metric_is_its_own_reason_announced_once() -> None:
-    tj = _training(
-        register={"modelName": "iris", "compareTo": "@champion", "compareMetric": "accuracy"}
-    )
+    tj = TRAINING.registration("iris", compareTo="@champion", compareMetric="accuracy").obj()
     assert tj.spec.registration is not None
     gates = evaluate_gates([], METRICS, champion=_Champion(None), registration=tj.spec.registration)
     done = TrainingObservation("Succeeded", "Completed", "done", terminal=True)
@@ -1071,7 +1051,7 @@ def test_a_running_training_has_no_final_run_status() -> None:
 
 # --- Status -------------------------------------------------------------------------------------
 
-RUNNING = TrainingObservation("Running", "Running", "1 of 1 workers running", start_time=T0)
+RUNNING = TrainingObservation("Running", "Running", "1 of 1 workers running", start_time=NOW)
 
 
 def _status(plan_status: Mapping[str, Any]) -> TrainingJobStatus:
@@ -1087,7 +1067,7 @@ def _patch(
     **extra: Any,
 ) -> Any:
     return status_patch(
-        tj or _training(),
+        tj or TRAINING.obj(),
         previous=previous,
         observation=observation,
         run=RUN,
@@ -1099,7 +1079,7 @@ def _patch(
 
 
 def test_status_for_a_running_training() -> None:
-    plan = _patch(TrainingJobStatus(phase="Pending"), RUNNING, T0)
+    plan = _patch(TrainingJobStatus(phase="Pending"), RUNNING, NOW)
     status = plan.status
     assert status["phase"] == "Running"
     assert status["observedGeneration"] == 3
@@ -1122,24 +1102,23 @@ def test_status_for_a_running_training() -> None:
 
 
 def test_an_unchanged_observation_writes_nothing_and_emits_nothing() -> None:
-    first = _patch(TrainingJobStatus(phase="Pending"), RUNNING, T0)
-    later = T0 + datetime.timedelta(minutes=3)
-    again = _patch(_status(first.status), RUNNING, later)
+    first = _patch(TrainingJobStatus(phase="Pending"), RUNNING, NOW)
+    again = _patch(_status(first.status), RUNNING, later(minutes=3))
     assert again.changed is False
     assert again.events == []
     assert again.status == first.status
 
 
 def test_transition_time_moves_only_when_the_status_moves() -> None:
-    first = _status(_patch(None, RUNNING, T0).status)
-    t1 = T0 + datetime.timedelta(minutes=1)
+    first = _status(_patch(None, RUNNING, NOW).status)
+    t1 = later(minutes=1)
     still_running = TrainingObservation("Running", "Running", "2 of 2 workers running")
     second = _status(_patch(first, still_running, t1).status)
     running = find_condition(second.conditions, reasons.RUNNING)
     assert running is not None
-    assert (running.last_transition_time, running.message) == (T0, "2 of 2 workers running")
+    assert (running.last_transition_time, running.message) == (NOW, "2 of 2 workers running")
 
-    t2 = T0 + datetime.timedelta(minutes=2)
+    t2 = later(minutes=2)
     done = TrainingObservation(
         "Succeeded", "Completed", "the training pod succeeded", terminal=True, completion_time=t2
     )
@@ -1157,9 +1136,9 @@ def test_transition_time_moves_only_when_the_status_moves() -> None:
         t2,
     )
     assert (complete.status, complete.last_transition_time) == ("True", t2)
-    assert tracking.last_transition_time == T0
+    assert tracking.last_transition_time == NOW
     assert finished.completion_time == t2
-    assert finished.start_time == T0
+    assert finished.start_time == NOW
     assert finished.metrics == {"accuracy": 0.93}
     assert [(e.type, e.reason) for e in third.events] == [("Normal", "Completed")]
 
@@ -1186,14 +1165,14 @@ def test_failure_is_recorded_and_cleared_fields_are_nulled() -> None:
 
     # A status that (say, after a hand edit) carries a failure while running loses it.
     stale = TrainingJobStatus(phase="Running", failure_reason="Old", failure_message="old")
-    cleared = _patch(stale, RUNNING, T0).status
+    cleared = _patch(stale, RUNNING, NOW).status
     assert cleared["failureReason"] is None
     assert cleared["failureMessage"] is None
 
 
 def test_suspend_and_resume_conditions() -> None:
     suspended = TrainingObservation("Suspended", "Suspended", "the Job is suspended")
-    first = _patch(TrainingJobStatus(phase="Running"), suspended, T0)
+    first = _patch(TrainingJobStatus(phase="Running"), suspended, NOW)
     assert first.status["phase"] == "Suspended"
     assert [e.reason for e in first.events if e.reason != "RunBound"] == ["Suspended"]
     resumed = _patch(_status(first.status), RUNNING, LATER)
@@ -1214,20 +1193,20 @@ def test_suspend_and_resume_conditions() -> None:
 def test_admitted_condition_mirrors_kueue(
     observation: TrainingObservation, admitted: str, reason: str
 ) -> None:
-    plan = _patch(None, observation, T0, tj=_training(queueName="gpu"))
+    plan = _patch(None, observation, NOW, tj=TRAINING.queue("gpu").obj())
     condition = find_condition(_status(plan.status).conditions, reasons.ADMITTED)
     assert condition is not None
     assert (condition.status, condition.reason) == (admitted, reason)
 
 
 def test_no_admitted_condition_without_a_queue() -> None:
-    plan = _patch(None, RUNNING, T0)
+    plan = _patch(None, RUNNING, NOW)
     assert find_condition(_status(plan.status).conditions, reasons.ADMITTED) is None
 
 
 def test_gang_restart_emits_one_event_while_the_phase_stays() -> None:
     restarting = TrainingObservation("Running", "GangRestarting", "rank 1 failed; restarting")
-    running = _status(_patch(None, RUNNING, T0).status)
+    running = _status(_patch(None, RUNNING, NOW).status)
     plan = _patch(running, restarting, LATER)
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "GangRestarting")]
     assert _patch(_status(plan.status), restarting, LATER).events == []
@@ -1258,7 +1237,7 @@ def test_registration_is_recorded() -> None:
 
 def test_blocked_status_keeps_the_phase_and_warns_once() -> None:
     previous = TrainingJobStatus(phase="Pending")
-    first = blocked_status(_training(), previous, "MLflowUnavailable", "connection refused", T0)
+    first = blocked_status(TRAINING.obj(), previous, "MLflowUnavailable", "connection refused", NOW)
     assert first.status["phase"] == "Pending"
     assert first.changed
     assert [(e.type, e.reason) for e in first.events] == [("Warning", "MLflowUnavailable")]
@@ -1267,7 +1246,7 @@ def test_blocked_status_keeps_the_phase_and_warns_once() -> None:
     assert condition.status == "False"
 
     again = blocked_status(
-        _training(), _status(first.status), "MLflowUnavailable", "connection refused", LATER
+        TRAINING.obj(), _status(first.status), "MLflowUnavailable", "connection refused", LATER
     )
     assert again.changed is False
     assert again.events == []
@@ -1301,13 +1280,13 @@ def test_primary_metric_column(
         phase="Succeeded", reason=reasons.COMPLETED, message="done", terminal=True, attempts=1
     )
     planned = status_patch(
-        _training(**spec),
+        TRAINING.spec(**spec).obj(),
         previous=None,
         observation=observation,
         run=RUN,
         job_name="train",
         metrics=metrics,
-        now=T0,
+        now=NOW,
     )
     assert planned.status.get("primaryMetric") == expected
 
@@ -1335,11 +1314,11 @@ def test_run_url_at_the_configured_ui_address(
 
 
 def test_run_tags_record_image_command_code_version_and_mlflow_system_tags() -> None:
-    tj = _training(
+    tj = TRAINING.spec(
         args=["--epochs", "3 4"],
         env=[{"name": "GIT_COMMIT", "value": "abc123"}, {"name": "GIT_REPO_URL", "value": "r"}],
         podTemplate={"serviceAccountName": "trainer"},
-    )
+    ).obj()
     assert run_tags(tj) == {
         "mlcycle.dev/namespace": "team-a",
         "mlcycle.dev/name": "train",
@@ -1357,7 +1336,7 @@ def test_run_tags_record_image_command_code_version_and_mlflow_system_tags() -> 
 
 def test_run_tags_without_code_version_or_command() -> None:
     secret_ref = {"secretKeyRef": {"name": "ci", "key": "commit"}}
-    tj = _training(command=[], env=[{"name": "GIT_COMMIT", "valueFrom": secret_ref}])
+    tj = TRAINING.command().spec(env=[{"name": "GIT_COMMIT", "valueFrom": secret_ref}]).obj()
     tags = run_tags(tj)
     # A commit the operator cannot read is left to the training code to record.
     assert "mlflow.source.git.commit" not in tags

@@ -13,12 +13,9 @@ import pytest
 
 from mlcycle.handlers.resync import Resync
 from mlcycle.reconcile.standby import StandbyGate
+from tests.builders import a_training_job
 
 pytestmark = pytest.mark.unit
-
-
-def _body(uid: str, **extra: Any) -> dict[str, Any]:
-    return {"metadata": {"uid": uid, "name": uid, "namespace": "ns", **extra}}
 
 
 def _index(*bodies: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -41,15 +38,15 @@ def test_only_followed_present_due_objects_not_being_deleted_are_ticked() -> Non
         for uid in ("a", "idle", "deleting", "gone"):
             resync.follow(uid)
         index = _index(
-            _body("a"),
-            _body("idle"),
-            _body("deleting", deletionTimestamp="2026-12-02T00:00:00Z"),
-            _body("unfollowed"),
+            a_training_job("a").uid("a").body(),
+            a_training_job("idle").uid("idle").body(),
+            a_training_job("deleting").uid("deleting").deleting().body(),
+            a_training_job("unfollowed").uid("unfollowed").body(),
         )
         resync.round(index, tick)
         await _settle()
         # "gone" left the index: no longer followed, even when it would come back.
-        index["gone"] = [_body("gone")]
+        index["gone"] = [a_training_job("gone").uid("gone").body()]
         resync.round(index, tick)
         await _settle()
         return ticked
@@ -73,7 +70,9 @@ def test_a_slow_tick_is_not_overlapped_and_a_failing_one_is_retried() -> None:
         resync = Resync("Kind", 1.0)
         resync.follow("slow")
         resync.follow("bad")
-        index = _index(_body("slow"), _body("bad"))
+        index = _index(
+            a_training_job("slow").uid("slow").body(), a_training_job("bad").uid("bad").body()
+        )
         for _ in range(3):
             resync.round(index, tick)
             await _settle()
@@ -98,7 +97,7 @@ def test_a_forgotten_object_is_not_ticked() -> None:
         resync = Resync("Kind", 1.0)
         resync.follow("a")
         resync.forget("a")
-        resync.round(_index(_body("a")), tick)
+        resync.round(_index(a_training_job("a").uid("a").body()), tick)
         await _settle()
         return ticked
 
@@ -148,7 +147,7 @@ def test_the_loop_ticks_every_interval_unless_standing_by() -> None:
         async def tick(body: Mapping[str, Any]) -> None:
             ticked.append(body["metadata"]["uid"])
 
-        index = _index(_body("a"))
+        index = _index(a_training_job("a").uid("a").body())
         active = Resync("Kind", 0.01)
         active.follow("a")
         active.start(index, tick, StandbyGate(None, "me", 0))
@@ -189,7 +188,7 @@ def test_ticks_run_in_the_context_of_the_handler_that_followed() -> None:
 
         await asyncio.create_task(handler())
         for _ in range(2):
-            resync.round(_index(_body("a")), tick)
+            resync.round(_index(a_training_job("a").uid("a").body()), tick)
             await _settle()
         return seen
 

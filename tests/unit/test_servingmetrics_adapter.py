@@ -11,7 +11,7 @@ from mlcycle.adapters.servingmetrics import backend_sample, predicted_classes, s
 from mlcycle.dataplane.router.metrics import RouterMetrics
 from mlcycle.dataplane.server.metrics import ServerMetrics
 from mlcycle.dataplane.server.source import ModelIdentity
-from mlcycle.plan.analysis import interval_figures, prediction_drift
+from mlcycle.plan.inferenceservice.analysis import interval_figures, prediction_drift
 
 pytestmark = pytest.mark.unit
 

@@ -20,12 +20,8 @@ from mlcycle.adapters.errors import (
     NotFoundError,
     UnavailableError,
 )
-from mlcycle.adapters.tracking import (
-    DatasetInput,
-    dataset_entity,
-    map_mlflow_error,
-    run_url_for,
-)
+from mlcycle.adapters.mlflowclient import map_mlflow_error
+from mlcycle.adapters.tracking import DatasetInput, dataset_entity, run_url_for
 
 pytestmark = pytest.mark.unit
 

@@ -24,18 +24,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlcycle.adapters.errors import NotFoundError, UnavailableError
-from mlcycle.adapters.tracking import (
-    _NOT_FOUND_CODES,
+from mlcycle.adapters.mlflowclient import (
     DATASET_VERSION_TAG,
     KIND_TAG,
     NAME_TAG,
+    NOT_FOUND_CODES,
     UID_TAG,
     BasicAuth,
-    _configure_mlflow_client,
-    _mapped,
-    _quoted,
     client_uri,
+    configure_mlflow_client,
     map_mlflow_error,
+    mapped,
+    quoted,
 )
 
 
@@ -94,7 +94,7 @@ class MlflowRegistry:
         request_timeout_s: int = 5,
         max_retries: int = 0,
     ):
-        _configure_mlflow_client(request_timeout_s, max_retries)
+        configure_mlflow_client(request_timeout_s, max_retries)
         self.tracking_uri = tracking_uri
         self._client_uri = client_uri(tracking_uri, basic_auth)
         self._client = MlflowClient(tracking_uri=self._client_uri, registry_uri=self._client_uri)
@@ -113,11 +113,11 @@ class MlflowRegistry:
             raise map_mlflow_error(error, "create registered model") from None
 
     def registered_model(self, name: str) -> RegisteredModelRecord | None:
-        with _mapped("get registered model"):
+        with mapped("get registered model"):
             try:
                 model = self._client.get_registered_model(name)
             except MlflowException as error:
-                if error.error_code in _NOT_FOUND_CODES:
+                if error.error_code in NOT_FOUND_CODES:
                     return None
                 raise
         return RegisteredModelRecord(
@@ -127,44 +127,44 @@ class MlflowRegistry:
         )
 
     def set_model_tag(self, name: str, key: str, value: str) -> None:
-        with _mapped("set registered model tag"):
+        with mapped("set registered model tag"):
             self._client.set_registered_model_tag(name, key, value)
 
     def delete_model_tag(self, name: str, key: str) -> None:
-        with _mapped("delete registered model tag"):
+        with mapped("delete registered model tag"):
             try:
                 self._client.delete_registered_model_tag(name, key)
             except MlflowException as error:
-                if error.error_code not in _NOT_FOUND_CODES:
+                if error.error_code not in NOT_FOUND_CODES:
                     raise
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        with _mapped("set alias"):
+        with mapped("set alias"):
             self._client.set_registered_model_alias(name, alias, version)
 
     def delete_alias(self, name: str, alias: str) -> None:
-        with _mapped("delete alias"):
+        with mapped("delete alias"):
             try:
                 self._client.delete_registered_model_alias(name, alias)
             except MlflowException as error:
-                if error.error_code not in _NOT_FOUND_CODES:
+                if error.error_code not in NOT_FOUND_CODES:
                     raise
 
     # ---- versions ------------------------------------------------------------------
     def versions_owned_by(self, name: str, owner_uid: str) -> list[VersionRecord]:
         """Every version of `name` tagged with the owner's uid, oldest first."""
-        query = f"name = '{_quoted(name)}' and tags.`{UID_TAG}` = '{_quoted(owner_uid)}'"
-        with _mapped("search model versions"):
+        query = f"name = '{quoted(name)}' and tags.`{UID_TAG}` = '{quoted(owner_uid)}'"
+        with mapped("search model versions"):
             found = self._client.search_model_versions(query, max_results=50)
         records = [_version_record(version) for version in found]
         return sorted(records, key=lambda record: (record.creation_ms, int(record.version)))
 
     def get_version(self, name: str, version: str) -> VersionRecord | None:
-        with _mapped("get model version"):
+        with mapped("get model version"):
             try:
                 return _version_record(self._client.get_model_version(name, version))
             except MlflowException as error:
-                if error.error_code in _NOT_FOUND_CODES:
+                if error.error_code in NOT_FOUND_CODES:
                     return None
                 raise
 
@@ -180,7 +180,7 @@ class MlflowRegistry:
         description: str | None,
     ) -> VersionRecord:
         """A new version; callers search by owner first (`versions_owned_by`)."""
-        with _mapped("create model version"):
+        with mapped("create model version"):
             created = self._client.create_model_version(
                 name,
                 source,
@@ -198,7 +198,7 @@ class MlflowRegistry:
     def adopt_version(self, name: str, version: str, *, owner_uid: str) -> VersionRecord:
         """Tag a version registered elsewhere with the owner's uid: from now on it is found
         like one mlcycle created, and never registered again."""
-        with _mapped("tag adopted model version"):
+        with mapped("tag adopted model version"):
             self._client.set_model_version_tag(name, version, UID_TAG, owner_uid)
         adopted = self.get_version(name, version)
         if adopted is None:
@@ -206,32 +206,32 @@ class MlflowRegistry:
         return adopted
 
     def delete_version(self, name: str, version: str) -> None:
-        with _mapped("delete model version"):
+        with mapped("delete model version"):
             try:
                 self._client.delete_model_version(name, version)
             except MlflowException as error:
-                if error.error_code not in _NOT_FOUND_CODES:
+                if error.error_code not in NOT_FOUND_CODES:
                     raise
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        with _mapped("set model version tag"):
+        with mapped("set model version tag"):
             self._client.set_model_version_tag(name, version, key, value)
 
     def delete_version_tag(self, name: str, version: str, key: str) -> None:
-        with _mapped("delete model version tag"):
+        with mapped("delete model version tag"):
             try:
                 self._client.delete_model_version_tag(name, version, key)
             except MlflowException as error:
-                if error.error_code not in _NOT_FOUND_CODES:
+                if error.error_code not in NOT_FOUND_CODES:
                     raise
 
     def set_description(self, name: str, version: str, description: str) -> None:
-        with _mapped("update model version"):
+        with mapped("update model version"):
             self._client.update_model_version(name, version, description=description)
 
     def signature(self, name: str, version: str) -> Signature | None:
         """The `signature` of the version's MLmodel file, when the model has one."""
-        with _mapped("get model download location"):
+        with mapped("get model download location"):
             location = self._client.get_model_version_download_uri(name, version)
         with _scratch_directory() as scratch:
             try:
@@ -243,7 +243,7 @@ class MlflowRegistry:
                 )
                 document = yaml.safe_load(Path(path).read_text())
             except MlflowException as error:
-                if error.error_code in _NOT_FOUND_CODES:
+                if error.error_code in NOT_FOUND_CODES:
                     return None
                 raise map_mlflow_error(error, "download MLmodel") from None
             except Exception as error:
@@ -259,7 +259,7 @@ class MlflowRegistry:
 
     # ---- sources -------------------------------------------------------------------
     def source_run(self, run_id: str) -> SourceRun:
-        with _mapped("get run"):
+        with mapped("get run"):
             run = self._client.get_run(run_id)
         if run.info.lifecycle_stage == "deleted":
             raise NotFoundError(f"run {run_id} is deleted")
@@ -289,8 +289,8 @@ class MlflowRegistry:
 
     def logged_model_id(self, experiment_id: str, run_id: str, name: str) -> str | None:
         """The MLflow 3 LoggedModel called `name` that `run_id` logged, if there is one."""
-        query = f"source_run_id = '{_quoted(run_id)}' AND name = '{_quoted(name)}'"
-        with _mapped("search logged models"):
+        query = f"source_run_id = '{quoted(run_id)}' AND name = '{quoted(name)}'"
+        with mapped("search logged models"):
             found = self._client.search_logged_models(
                 experiment_ids=[experiment_id], filter_string=query, max_results=10
             )

@@ -2,10 +2,10 @@
 
 Without a Prometheus server the operator reads them itself: a rollout needs only the
 candidate's cumulative counters, summed over its pods, at the start and the end of each
-interval (`plan.analysis` takes the difference). In router mode the routers count the
-candidate's requests (and mirrored ones, and agreement); in the other modes nothing of
-mlcycle's sits in the request path but the candidate's own model servers, which count
-every request they answer.
+interval (`plan.inferenceservice.analysis` takes the difference). In router mode the
+routers count the candidate's requests (and mirrored ones, and agreement); in the other
+modes nothing of mlcycle's sits in the request path but the candidate's own model servers,
+which count every request they answer.
 """
 
 from __future__ import annotations

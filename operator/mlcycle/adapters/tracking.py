@@ -9,32 +9,32 @@ Errors leave this module only as `mlcycle.adapters.errors` types, with redacted 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import socket
-import ssl
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import requests
-import urllib3.exceptions
 from mlflow.entities import Dataset, InputTag, Param, ViewType
 from mlflow.entities import DatasetInput as MlflowDatasetInput
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlcycle.adapters.errors import AdapterError, InvalidError, NotFoundError, UnavailableError
-
-SERVICE = "mlflow"
-UID_TAG = "mlcycle.dev/uid"
-# Set by the reconcilers as owner tags; read back for lineage.
-NAME_TAG = "mlcycle.dev/name"
-KIND_TAG = "mlcycle.dev/kind"
-DATASET_VERSION_TAG = "mlcycle.dev/dataset-version"
+from mlcycle.adapters.errors import InvalidError, UnavailableError
+from mlcycle.adapters.mlflowclient import (
+    DATASET_VERSION_TAG,
+    NOT_FOUND_CODES,
+    SERVICE,
+    UID_TAG,
+    BasicAuth,
+    client_uri,
+    configure_mlflow_client,
+    map_mlflow_error,
+    mapped,
+    quoted,
+)
 
 # Limits of MLflow's stores (mlflow.utils.validation); exceeding them is an
 # INVALID_PARAMETER_VALUE for the whole batch, so values are cut to fit instead.
@@ -44,28 +44,6 @@ MAX_DATASET_NAME_LENGTH = 500
 
 TerminalStatus = Literal["FINISHED", "FAILED", "KILLED"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"FINISHED", "FAILED", "KILLED"})
-
-# Error codes (MlflowException.error_code) and what they mean to a reconciler.
-_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
-_INVALID_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
-_UNAVAILABLE_CODES = frozenset(
-    {
-        # MLflow's default code: server-side failures, but also a non-JSON answer from something
-        # that is not an MLflow server (a misrouted proxy). Both pass once the server is fixed.
-        "INTERNAL_ERROR",
-        "TEMPORARILY_UNAVAILABLE",
-        "DEADLINE_EXCEEDED",
-        "REQUEST_LIMIT_EXCEEDED",
-        "RESOURCE_EXHAUSTED",
-        "ABORTED",
-        # A tracking URI whose path is not an MLflow API: operator configuration, not the object.
-        "ENDPOINT_NOT_FOUND",
-        # The operator's own credentials: an administrator fixes them, the object stays valid.
-        "UNAUTHENTICATED",
-        "PERMISSION_DENIED",
-        "CUSTOMER_UNAUTHORIZED",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -108,89 +86,6 @@ class ChampionRecord:
     """The compared metric of the version's run; None when that run did not log it."""
 
 
-def map_mlflow_error(error: BaseException, operation: str) -> AdapterError:
-    """One place that turns MLflow, requests and socket failures into domain errors.
-
-    Transport failures are recognised anywhere in the exception chain, because MLflow wraps
-    them in a generic `MlflowException("API request to <url> failed …")` whose text carries
-    the URL (credentials included, when the URI has them) and is therefore never reused.
-    """
-    transport = _transport_failure(error)
-    if transport is not None:
-        return UnavailableError(SERVICE, f"{operation}: {transport}")
-    code = getattr(error, "error_code", None) if isinstance(error, MlflowException) else None
-    detail = _server_message(error)
-    if code in _NOT_FOUND_CODES:
-        return NotFoundError(f"{operation}: {detail}")
-    if code in _INVALID_CODES:
-        return InvalidError(f"{operation}: {detail}")
-    if code in _UNAVAILABLE_CODES:
-        return UnavailableError(SERVICE, f"{operation}: {code}")
-    return AdapterError(f"{SERVICE} {operation} failed: {code or type(error).__name__}")
-
-
-def _transport_failure(error: BaseException) -> str | None:
-    """A short, URL-free description of a network failure in `error`'s chain, if there is one."""
-    seen: set[int] = set()
-    link: BaseException | None = error
-    found: str | None = None
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        # The innermost recognisable cause is the most precise ("connection refused" rather
-        # than "max retries exceeded"), so keep walking and let later links overwrite.
-        description = _describe_transport(link)
-        if description is not None:
-            found = description
-        link = link.__cause__ or link.__context__
-    return found
-
-
-def _describe_transport(error: BaseException) -> str | None:
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, socket.gaierror):
-        return "host name not resolved"
-    if isinstance(error, urllib3.exceptions.NewConnectionError):
-        # Checked before timeouts: urllib3 derives it from ConnectTimeoutError.
-        return "connection failed"
-    if isinstance(error, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError):
-        return "timed out"
-    if isinstance(error, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
-        return "timed out"
-    if isinstance(error, ssl.SSLError | requests.exceptions.SSLError):
-        return "TLS handshake failed"
-    if isinstance(error, urllib3.exceptions.ResponseError):
-        # urllib3's own text, e.g. "too many 503 error responses": status codes only.
-        return f"HTTP error responses ({error})"
-    if isinstance(error, requests.exceptions.RetryError):
-        return "HTTP error responses"
-    if isinstance(
-        error,
-        requests.exceptions.ConnectionError
-        | requests.exceptions.ChunkedEncodingError
-        | urllib3.exceptions.ProtocolError
-        | ConnectionError,
-    ):
-        return "connection failed"
-    return None
-
-
-def _server_message(error: BaseException) -> str:
-    """What the server said about a refused request (no URL in it; redacted again anyway)."""
-    if isinstance(error, MlflowException):
-        return str(error.message)
-    return type(error).__name__
-
-
-@contextlib.contextmanager
-def _mapped(operation: str) -> Iterator[None]:
-    try:
-        yield
-    except (MlflowException, requests.exceptions.RequestException, OSError) as error:
-        # `from None`: kopf logs the cause chain, and MLflow's messages carry the full URL.
-        raise map_mlflow_error(error, operation) from None
-
-
 def run_url_for(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The MLflow UI page of a run, without the credentials or query the URI may hold."""
     parts = urllib.parse.urlsplit(tracking_uri)
@@ -228,50 +123,11 @@ def dataset_entity(dataset: DatasetInput) -> MlflowDatasetInput:
     )
 
 
-BasicAuth = tuple[str, str]
-
-
-def client_uri(tracking_uri: str, basic_auth: BasicAuth | None) -> str:
-    """The address the operator's own MLflow client calls: `tracking_uri` with the
-    operator's credentials as userinfo, which requests sends as basic auth.
-
-    MLflow reads credentials only from process-wide variables; userinfo keeps them to this
-    client. Only the client sees this address: status, Events and pods get `tracking_uri`,
-    and MLflow's error messages, which quote it, are redacted (`errors.AdapterError`).
-    """
-    if basic_auth is None:
-        return tracking_uri
-    username, password = (urllib.parse.quote(part, safe="") for part in basic_auth)
-    parts = urllib.parse.urlsplit(tracking_uri)
-    return parts._replace(netloc=f"{username}:{password}@{parts.netloc}").geturl()
-
-
-def _configure_mlflow_client(request_timeout_s: int, max_retries: int) -> None:
-    """Bound every MLflow HTTP call of this process, and keep MLflow from printing URLs.
-
-    MLflow 3.17 reads its timeout and retry policy from environment variables on every
-    request (`mlflow.utils.rest_utils.http_request`), and neither `MlflowClient` nor its REST
-    store accepts them per client, so they are set process-wide. Its defaults (120 s timeout,
-    7 retries with exponential backoff) hold a reconcile for minutes while MLflow is down;
-    the reconciler backs off with jitter instead.
-
-    `set_terminated` writes "View run … at <tracking URI>" to stdout, userinfo included,
-    after an extra GET: an operator logs structured lines and never a credential.
-    """
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(request_timeout_s)
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    # The client otherwise fetches a telemetry config from the internet before its first
-    # run call and reports usage; an operator in a cluster does neither unless asked to.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
 class MlflowTracking:
     """One MLflow tracking server, addressed by `tracking_uri`.
 
     Construction sets MLflow's HTTP timeout and retries for the whole process (see
-    `_configure_mlflow_client`): instances with different values share the last ones set.
+    `configure_mlflow_client`): instances with different values share the last ones set.
     """
 
     def __init__(
@@ -284,7 +140,7 @@ class MlflowTracking:
     ):
         if request_timeout_s < 1 or max_retries < 0:
             raise ValueError("request_timeout_s must be >= 1 and max_retries >= 0")
-        _configure_mlflow_client(request_timeout_s, max_retries)
+        configure_mlflow_client(request_timeout_s, max_retries)
         self.tracking_uri = tracking_uri
         # The registry is the tracking server too; naming it keeps MLFLOW_REGISTRY_URI or a
         # process-wide `mlflow.set_registry_uri` from pointing the champion gate elsewhere.
@@ -304,7 +160,7 @@ class MlflowTracking:
         return experiment_id
 
     def _resolve_experiment(self, name: str) -> str:
-        with _mapped("get experiment"):
+        with mapped("get experiment"):
             experiment = self._client.get_experiment_by_name(name)
         if experiment is None:
             try:
@@ -315,7 +171,7 @@ class MlflowTracking:
                     raise map_mlflow_error(error, "create experiment") from None
             except (requests.exceptions.RequestException, OSError) as error:
                 raise map_mlflow_error(error, "create experiment") from None
-            with _mapped("get experiment"):
+            with mapped("get experiment"):
                 experiment = self._client.get_experiment_by_name(name)
             if experiment is None:
                 raise UnavailableError(SERVICE, f"experiment {name!r} exists but is not readable")
@@ -361,7 +217,7 @@ class MlflowTracking:
         if existing:
             run = self._adopt(existing)
         else:
-            with _mapped("create run"):
+            with mapped("create run"):
                 # The uid tag travels in the create request itself: a run exists only
                 # together with the tag that finds it again.
                 run = self._client.create_run(
@@ -380,16 +236,16 @@ class MlflowTracking:
                 # still each keep their own (one searched before the other's run became
                 # visible). Reconcilers serialise ensure_run per owner (a lock per uid and
                 # kopf peering), which is what rules that out.
-                with _mapped("delete duplicate run"):
+                with mapped("delete duplicate run"):
                     self._client.delete_run(run.info.run_id)
                 run = winner
         return run
 
     def _runs_of(self, experiment_id: str, owner_uid: str) -> list[Any]:
-        with _mapped("search runs"):
+        with mapped("search runs"):
             found = self._client.search_runs(
                 [experiment_id],
-                filter_string=f"tags.`{UID_TAG}` = '{_quoted(owner_uid)}'",
+                filter_string=f"tags.`{UID_TAG}` = '{quoted(owner_uid)}'",
                 run_view_type=ViewType.ALL,
                 max_results=50,
                 order_by=["attributes.start_time ASC"],
@@ -406,7 +262,7 @@ class MlflowTracking:
         if active:
             return _oldest(active)
         chosen = _oldest(runs)
-        with _mapped("restore run"):
+        with mapped("restore run"):
             self._client.restore_run(chosen.info.run_id)
             return self._client.get_run(chosen.info.run_id)
 
@@ -436,10 +292,10 @@ class MlflowTracking:
                     self._client.log_inputs(run_id, datasets=[entity])
                 return
             except (MlflowException, requests.exceptions.RequestException, OSError) as error:
-                mapped = map_mlflow_error(error, operation)
-                if last_try or isinstance(mapped, UnavailableError):
-                    raise mapped from None
-            with _mapped("get run"):
+                failure = map_mlflow_error(error, operation)
+                if last_try or isinstance(failure, UnavailableError):
+                    raise failure from None
+            with mapped("get run"):
                 run = self._client.get_run(run_id)
 
     def terminate_run(self, run_id: str, status: TerminalStatus) -> None:
@@ -449,14 +305,14 @@ class MlflowTracking:
         `mlflow.end_run()` says FINISHED even when the pod is OOM-killed a moment later);
         an end time already set by the training code is kept.
         """
-        with _mapped("get run"):
+        with mapped("get run"):
             run = self._client.get_run(run_id)
         self._terminate(run, status)
 
     def finish_run(self, run_id: str, status: TerminalStatus) -> dict[str, float]:
         """The run's final metrics, read before it is ended with `status`: one read serves
         both, as the training has stopped writing by now."""
-        with _mapped("get run"):
+        with mapped("get run"):
             run = self._client.get_run(run_id)
         self._terminate(run, status)
         return _latest_metrics(run)
@@ -473,11 +329,11 @@ class MlflowTracking:
             # removed it on purpose and there is nothing left to close.
             return
         end_time = info.end_time if info.status in TERMINAL_STATUSES and info.end_time else None
-        with _mapped("terminate run"):
+        with mapped("terminate run"):
             self._client.set_terminated(run_id, status=status, end_time=end_time)
 
     def get_run(self, run_id: str) -> RunSnapshot:
-        with _mapped("get run"):
+        with mapped("get run"):
             run = self._client.get_run(run_id)
         return RunSnapshot(
             run_id=run.info.run_id,
@@ -495,27 +351,27 @@ class MlflowTracking:
     def champion(self, model_name: str, alias: str, metric: str) -> ChampionRecord | None:
         """The version `alias` points to and `metric` of the run behind it; None when there
         is no such registered model or alias (no champion yet)."""
-        with _mapped("get registered model"):
+        with mapped("get registered model"):
             try:
                 model = self._client.get_registered_model(model_name)
             except MlflowException as error:
-                if error.error_code in _NOT_FOUND_CODES:
+                if error.error_code in NOT_FOUND_CODES:
                     return None
                 raise
         version = (model.aliases or {}).get(alias)
         if version is None:
             return None
-        with _mapped("get model version"):
+        with mapped("get model version"):
             found = self._client.get_model_version(model_name, str(version))
         run_id = found.run_id or None
         if run_id is None:
             # Registered from a URI, not from a run: there are no metrics to compare.
             return ChampionRecord(str(version), None, str(found.source), run_found=False)
-        with _mapped("get champion run"):
+        with mapped("get champion run"):
             try:
                 metrics = self._client.get_run(run_id).data.metrics
             except MlflowException as error:
-                if error.error_code in _NOT_FOUND_CODES:
+                if error.error_code in NOT_FOUND_CODES:
                     return ChampionRecord(str(version), run_id, str(found.source), False)
                 raise
         value = metrics.get(metric)
@@ -531,14 +387,6 @@ class MlflowTracking:
 def _latest_metrics(run: Any) -> dict[str, float]:
     # `data.metrics` holds each metric's latest value (highest step, then newest).
     return {key: float(value) for key, value in run.data.metrics.items()}
-
-
-def _quoted(value: str) -> str:
-    # MLflow's search grammar has no escape for quotes inside a string literal, and a uid
-    # never contains one; refuse rather than build a filter that matches something else.
-    if "'" in value or "\\" in value:
-        raise InvalidError(f"owner uid {value!r} cannot be used in an MLflow search filter")
-    return value
 
 
 def _has_dataset_input(run: Any, entity: MlflowDatasetInput) -> bool:
@@ -565,14 +413,13 @@ def _record(run: Any) -> RunRecord:
 
 
 __all__ = [
-    "BasicAuth",
+    # Defined in mlflowclient; still imported from here by the ModelVersion reconciler.
+    "SERVICE",
     "DatasetInput",
     "MlflowTracking",
     "RunRecord",
     "RunSnapshot",
     "TerminalStatus",
-    "client_uri",
     "dataset_entity",
-    "map_mlflow_error",
     "run_url_for",
 ]

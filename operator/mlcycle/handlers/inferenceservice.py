@@ -7,15 +7,13 @@ children from memory, and the routers' metrics only when an analysis is due.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from mlcycle.api.v1alpha1 import GROUP, VERSION, InferenceService, ModelVersion
-from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.handlers.kind import KindHandlers, Trigger
 from mlcycle.handlers.resync import Resync
 from mlcycle.plan.serving_names import INFERENCESERVICE_UID_LABEL
 from mlcycle.reconcile.inferenceservice import (
@@ -23,6 +21,7 @@ from mlcycle.reconcile.inferenceservice import (
     forget_inferenceservice,
     reconcile_inferenceservice,
 )
+from mlcycle.reconcile.outcome import Outcome
 
 # The rollout clock: a step decision is made within this long of its interval ending, and
 # a Deployment becoming ready is noticed within it. Each tick reads only the indexes.
@@ -70,35 +69,29 @@ def _deps(memo: Any) -> InferenceServiceDeps:
     return deps
 
 
-async def _reconcile_body(
-    body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any], patch: kopf.Patch | None
-) -> None:
-    try:
-        isvc = InferenceService.from_body(body)
-    except ValidationError:
-        if patch is not None:
-            record_acceptance(InferenceService, cast(kopf.Body, body), patch)  # InvalidSpec
-        return
+async def _reconcile(isvc: InferenceService, trigger: Trigger) -> Outcome:
+    indexes = trigger.indexes
     children = IndexedChildren(
         indexes[DEPLOYMENTS_INDEX],
         indexes[PODS_INDEX],
         indexes[MODEL_VERSIONS_INDEX],
         indexes[TRACKED_VERSIONS_INDEX],
     )
-    outcome = await reconcile_inferenceservice(
-        isvc, _deps(memo), children, datetime.datetime.now(datetime.UTC)
-    )
-    for event in outcome.events:
-        kopf.event(
-            cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message
-        )
+    return await reconcile_inferenceservice(isvc, _deps(trigger.memo), children, trigger.now)
 
 
 def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
     plural = InferenceService.plural()
-    # Annotations (promote, abort, retry) do not reach update handlers (kopf diffs the
-    # spec); the tick picks them up within TICK_SECONDS.
-    ticks = Resync("InferenceService", TICK_SECONDS)
+    handlers = KindHandlers(
+        InferenceService,
+        handler_prefix="isvc",
+        reconcile=_reconcile,
+        memory=lambda memo: _deps(memo).memory,
+        # Annotations (promote, abort, retry) do not reach update handlers (kopf diffs
+        # the spec); the tick picks them up within TICK_SECONDS.
+        resync=Resync("InferenceService", TICK_SECONDS),
+        waiting_on="the rollout",
+    )
 
     @kopf.index(GROUP, VERSION, plural, registry=registry, id=SERVICES_INDEX)
     def index_service(uid: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -130,29 +123,10 @@ def register_inferenceservice(registry: kopf.OperatorRegistry) -> None:
         # Empty rather than None: kopf keeps an object's previous keys when given None.
         return {(spec.get("modelName"), str(version)): body} if version else {}
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-        ticks.follow(body["metadata"]["uid"])
-        with memo.context.metrics.reconciling("InferenceService"):
-            await _reconcile_body(body, memo, kwargs, patch)
-
-    for cause, register in (
-        ("create", kopf.on.create),
-        ("update", kopf.on.update),
-        ("resume", kopf.on.resume),
-    ):
-        register(GROUP, VERSION, plural, registry=registry, id=f"isvc-{cause}")(on_change)
-
-    async def tick(body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any]) -> None:
-        with memo.context.metrics.reconciling("InferenceService"):
-            await _reconcile_body(body, memo, indexes, None)
-
-    ticks.register(registry, SERVICES_INDEX, tick)
+    handlers.register(registry, SERVICES_INDEX)
 
     @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="isvc-delete", optional=True)
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
-        ticks.forget(body["metadata"]["uid"])
-        try:
-            isvc = InferenceService.from_body(body)
-        except ValidationError:
-            return
-        forget_inferenceservice(isvc, _deps(memo))
+        isvc = handlers.deleted(body, memo)
+        if isvc is not None:
+            forget_inferenceservice(isvc, _deps(memo))

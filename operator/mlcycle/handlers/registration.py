@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,16 +13,13 @@ from mlcycle.adapters.kube import kube_configuration
 from mlcycle.adapters.metrics import OperatorMetrics
 from mlcycle.api.v1alpha1 import (
     FINALIZER,
-    GROUP,
     KINDS,
-    VERSION,
     CustomResource,
     InferenceService,
     ModelVersion,
     TrainingJob,
 )
 from mlcycle.config import OperatorConfig
-from mlcycle.handlers.acceptance import record_acceptance
 from mlcycle.handlers.inferenceservice import register_inferenceservice
 from mlcycle.handlers.modelversion import register_modelversion
 from mlcycle.handlers.trainingjob import register_trainingjob
@@ -79,21 +77,11 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     )
 
 
-def _register_kind(registry: kopf.OperatorRegistry, kind: type[CustomResource]) -> None:
-    kind_name = kind.kind_name()
-
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        context: OperatorContext = memo.context
-        with context.metrics.reconciling(kind_name):
-            record_acceptance(kind, body, patch)
-
-    plural = kind.plural()
-    for cause, register in (
-        ("create", kopf.on.create),
-        ("update", kopf.on.update),
-        ("resume", kopf.on.resume),
-    ):
-        register(GROUP, VERSION, plural, registry=registry, id=f"reconcile-{cause}")(reconcile)
+_REGISTER: dict[type[CustomResource], Callable[[kopf.OperatorRegistry], None]] = {
+    TrainingJob: register_trainingjob,
+    ModelVersion: register_modelversion,
+    InferenceService: register_inferenceservice,
+}
 
 
 def build_registry() -> kopf.OperatorRegistry:
@@ -101,12 +89,5 @@ def build_registry() -> kopf.OperatorRegistry:
     # A registry of our own starts without kopf's default login handlers.
     kopf.on.login(registry=registry)(login)
     for kind in KINDS:
-        if kind is TrainingJob:
-            register_trainingjob(registry)
-        elif kind is ModelVersion:
-            register_modelversion(registry)
-        elif kind is InferenceService:
-            register_inferenceservice(registry)
-        else:
-            _register_kind(registry, kind)
+        _REGISTER[kind](registry)  # a kind without handlers fails here, at startup
     return registry

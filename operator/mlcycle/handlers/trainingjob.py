@@ -6,21 +6,19 @@ reconcile reads its children from memory: no API call per object per resync.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from mlcycle.api.v1alpha1 import GROUP, VERSION, TrainingJob
-from mlcycle.handlers.acceptance import record_acceptance
+from mlcycle.handlers.kind import KindHandlers, Trigger
 from mlcycle.handlers.resync import Resync
 from mlcycle.plan.trainingjob import TRAININGJOB_UID_LABEL
+from mlcycle.reconcile.outcome import Outcome
 from mlcycle.reconcile.trainingjob import (
     TERMINAL_PHASES,
     TrainingDeps,
-    TrainingOutcome,
     kill_run_on_delete,
     reconcile_trainingjob,
 )
@@ -55,23 +53,9 @@ class IndexedChildren:
         return list(self._pods[key]) if key in self._pods else []
 
 
-def _post(body: Mapping[str, Any], outcome: TrainingOutcome) -> None:
-    for event in outcome.events:
-        kopf.event(
-            cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message
-        )
-
-
-async def _reconcile_body(
-    body: Mapping[str, Any], memo: Any, indexes: Mapping[str, Any]
-) -> TrainingOutcome:
-    tj = TrainingJob.from_body(body)
-    children = IndexedChildren(indexes[JOBS_INDEX], indexes[PODS_INDEX])
-    outcome = await reconcile_trainingjob(
-        tj, _deps(memo), children, datetime.datetime.now(datetime.UTC)
-    )
-    _post(body, outcome)
-    return outcome
+async def _reconcile(tj: TrainingJob, trigger: Trigger) -> Outcome:
+    children = IndexedChildren(trigger.indexes[JOBS_INDEX], trigger.indexes[PODS_INDEX])
+    return await reconcile_trainingjob(tj, _deps(trigger.memo), children, trigger.now)
 
 
 def _deps(memo: Any) -> TrainingDeps:
@@ -87,7 +71,14 @@ def _still_active(body: Mapping[str, Any]) -> bool:
 
 def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
     plural = TrainingJob.plural()
-    resyncs = Resync("TrainingJob", RESYNC_SECONDS, due=_still_active)
+    handlers = KindHandlers(
+        TrainingJob,
+        handler_prefix="train",
+        reconcile=_reconcile,
+        memory=lambda memo: _deps(memo).memory,
+        resync=Resync("TrainingJob", RESYNC_SECONDS, due=_still_active),
+        waiting_on="a dependency",
+    )
 
     @kopf.index("batch", "v1", "jobs", registry=registry, labels=_ONE_OF_OURS, id=JOBS_INDEX)
     def index_job(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -103,25 +94,7 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
     def index_training(uid: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {uid: body}
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-        resyncs.follow(body["metadata"]["uid"])
-        try:
-            with memo.context.metrics.reconciling("TrainingJob"):
-                outcome = await _reconcile_body(body, memo, kwargs)
-        except ValidationError:
-            record_acceptance(TrainingJob, body, patch)  # InvalidSpec, as for every kind
-            return
-        if outcome.retry_after is not None:
-            raise kopf.TemporaryError("waiting on a dependency", delay=outcome.retry_after)
-
-    for cause, register in (
-        ("create", kopf.on.create),
-        ("update", kopf.on.update),
-        ("resume", kopf.on.resume),
-    ):
-        register(GROUP, VERSION, plural, registry=registry, id=f"train-{cause}")(on_change)
-
-    resyncs.register(registry, TRAININGS_INDEX, _reconcile_body)
+    handlers.register(registry, TRAININGS_INDEX)
 
     @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=_ONE_OF_OURS)
     async def on_job_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
@@ -131,10 +104,7 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
             return
         parent = next(iter(trainings[owner_uid]), None)
         if parent is not None and not parent["metadata"].get("deletionTimestamp"):
-            try:
-                await _reconcile_body(parent, memo, kwargs)
-            except ValidationError:
-                return
+            await handlers.trigger(parent, memo, kwargs)
 
     def run_may_be_open(status: Mapping[str, Any], **_: Any) -> bool:
         return status.get("phase") not in TERMINAL_PHASES and bool(status.get("mlflowRunId"))
@@ -143,12 +113,9 @@ def register_trainingjob(registry: kopf.OperatorRegistry) -> None:
         return not run_may_be_open(status, **kwargs)
 
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
-        resyncs.forget(body["metadata"]["uid"])
-        try:
-            tj = TrainingJob.from_body(body)
-        except ValidationError:
-            return
-        await kill_run_on_delete(tj, _deps(memo))
+        tj = handlers.deleted(body, memo)
+        if tj is not None:
+            await kill_run_on_delete(tj, _deps(memo))
 
     # The finalizer guards one thing: a RUNNING MLflow run closed KILLED. A training whose
     # run is finished (or not yet made) has nothing to clean up, so its handler is

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -70,14 +70,38 @@ def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> b
 
 
 def condition_event(
-    before: Sequence[Condition], after: Sequence[Condition], type_: str
+    before: Sequence[Condition],
+    after: Sequence[Condition],
+    type_: str,
+    *,
+    normal_reasons: Collection[str] = (),
 ) -> EventIntent | None:
-    """An Event when the condition appeared or its status moved; a message change is not one."""
+    """The one rule that turns a condition's transition into an Event, for every kind.
+
+    An Event when the condition appears or its status or reason moves; a message change is
+    not one (a message may carry a count or a time, and Events are for transitions only).
+    Normal when the condition is True or its reason is one of `normal_reasons` (a wait that
+    needs nobody, such as a version still registering), Warning otherwise.
+    """
     old, new = find_condition(before, type_), find_condition(after, type_)
-    if new is None or (old is not None and old.status == new.status):
+    if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
         return None
-    healthy = new.status == "True"
-    return EventIntent("Normal" if healthy else "Warning", new.reason, cap_message(new.message))
+    normal = new.status == "True" or new.reason in normal_reasons
+    return EventIntent("Normal" if normal else "Warning", new.reason, cap_message(new.message))
+
+
+def condition_events(
+    before: Sequence[Condition],
+    after: Sequence[Condition],
+    types: Iterable[str],
+    *,
+    normal_reasons: Collection[str] = (),
+) -> list[EventIntent]:
+    """`condition_event` for each of `types`, in their order."""
+    events = (
+        condition_event(before, after, type_, normal_reasons=normal_reasons) for type_ in types
+    )
+    return [event for event in events if event is not None]
 
 
 class ConditionSet:

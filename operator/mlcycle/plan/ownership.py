@@ -27,6 +27,11 @@ def controller_reference(owner: CustomResource) -> dict[str, Any]:
     }
 
 
+def short_hash(text: str) -> str:
+    """Eight hex digits of `text`'s SHA-256: what makes a shortened name unique again."""
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def name_label(name: str) -> str:
     """An object name as a label value.
 
@@ -36,5 +41,4 @@ def name_label(name: str) -> str:
     """
     if len(name) <= LABEL_VALUE_LIMIT:
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: LABEL_VALUE_LIMIT - 9].rstrip('.-')}-{digest}"
+    return f"{name[: LABEL_VALUE_LIMIT - 9].rstrip('.-')}-{short_hash(name)}"

@@ -1,137 +1,224 @@
-"""The fixed vocabulary of condition types and Event reasons (CamelCase, as kubectl shows them)."""
+"""The condition types and reasons planners and reconcilers use, by the names they use.
 
-from typing import Final
+Each is defined, with its one-line doc, in the API package: the shared ones in
+`mlcycle.api.v1alpha1.conditions`, the others beside the status of their kind.
+"""
 
-# Condition types
-ACCEPTED: Final = "Accepted"
-READY: Final = "Ready"
+from __future__ import annotations
 
-# Reasons
-SPEC_VALID: Final = "SpecValid"
-INVALID_SPEC: Final = "InvalidSpec"
+from mlcycle.api.v1alpha1.conditions import (
+    ACCEPTED,
+    ALIAS_CONFLICT,
+    APPLIED,
+    CHILDREN_APPLIED,
+    INVALID_SPEC,
+    MLFLOW_NOT_CONFIGURED,
+    MLFLOW_REJECTED,
+    MLFLOW_UNAVAILABLE,
+    READY,
+    SPEC_VALID,
+    VERSION_NOT_FOUND,
+)
+from mlcycle.api.v1alpha1.inferenceservice import (
+    ABORTED,
+    ALIAS_NOT_FOUND,
+    ANALYSIS_FAILED,
+    ANALYSIS_HELD,
+    ANALYSIS_PASSED,
+    AWAITING_PROMOTION,
+    CHILD_REFUSED,
+    DEPLOYING,
+    MODEL_RESOLVED,
+    MODEL_VERSION_NOT_FOUND,
+    MODEL_VERSION_NOT_READY,
+    NO_ROLLBACK,
+    NOT_APPROVED,
+    NOT_SERVING,
+    PAUSED,
+    PROGRESSING,
+    PROMOTED,
+    PROMOTING,
+    PROMOTION_REQUESTED,
+    REGISTRY_WRITE_PENDING,
+    REGISTRY_WRITTEN,
+    RESOLVED,
+    RETRY_REQUESTED,
+    ROLLED_BACK,
+    ROLLED_BACK_CONDITION,
+    ROLLOUT_COMPLETE,
+    ROLLOUT_STARTED,
+    SERVING,
+    STEP_IN_PROGRESS,
+    STEP_STARTED,
+    SUPERSEDED,
+    TRAFFIC_AVAILABLE,
+    TRAFFIC_KIND_NOT_SERVED,
+    WAITING_FOR_CANDIDATE,
+    WAITING_FOR_READINESS,
+)
+from mlcycle.api.v1alpha1.modelversion import (
+    ALIAS_MOVED,
+    ALIAS_REMOVED,
+    ALIAS_SUPERSEDED,
+    ALIASES_SET,
+    ALIASES_SYNCED,
+    APPROVED,
+    AWAITING_APPROVAL,
+    DRIFT_CORRECTED,
+    DUPLICATE_VERSION_REMOVED,
+    NO_SIGNATURE,
+    REGISTERED,
+    REGISTERING,
+    REGISTRATION_FAILED,
+    RUN_FAILED,
+    RUN_NOT_FOUND,
+    SIGNATURE_FOUND,
+    SIGNATURE_READ,
+    SIGNATURE_UNAVAILABLE,
+    SOURCE_READY,
+    SOURCE_RESOLVED,
+    TRAINING_JOB_FAILED,
+    TRAINING_JOB_NOT_FOUND,
+    VERSION_ADOPTED,
+    VERSION_CREATED,
+    VERSION_READY,
+    WAITING_FOR_RUN,
+    WAITING_FOR_TRAINING_JOB,
+)
+from mlcycle.api.v1alpha1.trainingjob import (
+    ADMITTED,
+    BACKOFF_LIMIT_EXCEEDED,
+    CHAMPION_METRIC_MISSING,
+    COMPLETE,
+    COMPLETED,
+    CREATE_CONTAINER_CONFIG_ERROR,
+    CREATE_CONTAINER_ERROR,
+    DEADLINE_EXCEEDED,
+    ERR_IMAGE_PULL,
+    ERROR,
+    FAILED,
+    GANG_RESTARTING,
+    GATES_NOT_MET,
+    IMAGE_PULL_BACK_OFF,
+    INVALID_IMAGE_NAME,
+    JOB_CREATED,
+    JOB_REFUSED,
+    MODEL_REGISTERED,
+    OOM_KILLED,
+    PENDING,
+    POD_FAILURE_POLICY,
+    QUEUED,
+    RESUMED,
+    RUN_BOUND,
+    RUNNING,
+    STARTUP_DEADLINE_EXCEEDED,
+    SUSPENDED,
+    TRACKING_READY,
+    UNSCHEDULABLE,
+)
 
-# TrainingJob condition types. Complete/Failed/Suspended mirror the batch/v1 Job's own
-# vocabulary so `kubectl describe` reads the same on the TrainingJob and its Job.
-RUNNING: Final = "Running"
-COMPLETE: Final = "Complete"
-FAILED: Final = "Failed"
-SUSPENDED: Final = "Suspended"
-ADMITTED: Final = "Admitted"
-TRACKING_READY: Final = "TrackingReady"
-MODEL_REGISTERED: Final = "ModelRegistered"
-
-# TrainingJob reasons
-PENDING: Final = "Pending"
-JOB_CREATED: Final = "JobCreated"
-QUEUED: Final = "Queued"
-RESUMED: Final = "Resumed"
-COMPLETED: Final = "Completed"
-GANG_RESTARTING: Final = "GangRestarting"
-BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
-DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
-POD_FAILURE_POLICY: Final = "PodFailurePolicy"
-OOM_KILLED: Final = "OOMKilled"
-IMAGE_PULL_BACK_OFF: Final = "ImagePullBackOff"
-ERR_IMAGE_PULL: Final = "ErrImagePull"
-INVALID_IMAGE_NAME: Final = "InvalidImageName"
-CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
-CREATE_CONTAINER_ERROR: Final = "CreateContainerError"
-UNSCHEDULABLE: Final = "Unschedulable"
-STARTUP_DEADLINE_EXCEEDED: Final = "StartupDeadlineExceeded"
-JOB_REFUSED: Final = "JobRefused"
-"""The API server refused the Job (a ResourceQuota, a LimitRange, an admission webhook)."""
-ERROR: Final = "Error"
-RUN_BOUND: Final = "RunBound"
-MLFLOW_UNAVAILABLE: Final = "MLflowUnavailable"
-MLFLOW_NOT_CONFIGURED: Final = "MLflowNotConfigured"
-GATES_NOT_MET: Final = "GatesNotMet"
-CHAMPION_METRIC_MISSING: Final = "ChampionMetricMissing"
-"""The `compareTo` champion has no `compareMetric` to compare with (`onMissing: fail`)."""
-
-# ModelVersion condition types
-SOURCE_READY: Final = "SourceReady"
-REGISTERED: Final = "Registered"
-APPROVED: Final = "Approved"
-ALIASES_SYNCED: Final = "AliasesSynced"
-SIGNATURE_READ: Final = "SignatureRead"
-"""Whether the version's MLmodel signature could be read (it fills `status.signature`)."""
-
-# ModelVersion reasons
-SOURCE_RESOLVED: Final = "SourceResolved"
-WAITING_FOR_TRAINING_JOB: Final = "WaitingForTrainingJob"
-TRAINING_JOB_NOT_FOUND: Final = "TrainingJobNotFound"
-TRAINING_JOB_FAILED: Final = "TrainingJobFailed"
-WAITING_FOR_RUN: Final = "WaitingForRun"
-RUN_NOT_FOUND: Final = "RunNotFound"
-RUN_FAILED: Final = "RunFailed"
-VERSION_NOT_FOUND: Final = "VersionNotFound"
-REGISTERING: Final = "Registering"
-VERSION_READY: Final = "VersionReady"
-REGISTRATION_FAILED: Final = "RegistrationFailed"
-MLFLOW_REJECTED: Final = "MLflowRejected"
-AWAITING_APPROVAL: Final = "AwaitingApproval"
-ALIASES_SET: Final = "AliasesSet"
-ALIAS_CONFLICT: Final = "AliasConflict"
-ALIAS_SUPERSEDED: Final = "AliasSuperseded"
-"""A newer registration (`aliasPolicy: Newest`) holds an alias this version declares."""
-SIGNATURE_FOUND: Final = "SignatureFound"
-"""The MLmodel declares a signature; `status.signature` holds it."""
-NO_SIGNATURE: Final = "NoSignature"
-"""The MLmodel declares none (MLflow then serves without input checks)."""
-SIGNATURE_UNAVAILABLE: Final = "SignatureUnavailable"
-"""The MLmodel could not be read: the artifact store refused, or the operator has no
-writable /tmp. Registration goes on; the read is retried at the drift-check interval."""
-ALIAS_MOVED: Final = "AliasMoved"
-ALIAS_REMOVED: Final = "AliasRemoved"
-DRIFT_CORRECTED: Final = "DriftCorrected"
-DUPLICATE_VERSION_REMOVED: Final = "DuplicateVersionRemoved"
-VERSION_CREATED: Final = "VersionCreated"
-VERSION_ADOPTED: Final = "VersionAdopted"
-
-# InferenceService condition types
-MODEL_RESOLVED: Final = "ModelResolved"
-TRAFFIC_AVAILABLE: Final = "TrafficAvailable"
-PROGRESSING: Final = "Progressing"
-ROLLED_BACK_CONDITION: Final = "RolledBack"
-
-# InferenceService reasons
-RESOLVED: Final = "Resolved"
-MODEL_VERSION_NOT_FOUND: Final = "ModelVersionNotFound"
-MODEL_VERSION_NOT_READY: Final = "ModelVersionNotReady"
-ALIAS_NOT_FOUND: Final = "AliasNotFound"
-NOT_APPROVED: Final = "NotApproved"
-"""The version requires approval (its ModelVersion says so, or mlcycle registered it with
-approval required) and no approver has approved it: it is not deployed."""
-SERVING: Final = "Serving"
-NOT_SERVING: Final = "NotServing"
-DEPLOYING: Final = "Deploying"
-WAITING_FOR_READINESS: Final = "WaitingForReadiness"
-WAITING_FOR_CANDIDATE: Final = "WaitingForCandidate"
-ROLLOUT_STARTED: Final = "RolloutStarted"
-STEP_STARTED: Final = "StepStarted"
-STEP_IN_PROGRESS: Final = "StepInProgress"
-ANALYSIS_PASSED: Final = "AnalysisPassed"
-ANALYSIS_HELD: Final = "AnalysisHeld"
-ANALYSIS_FAILED: Final = "AnalysisFailed"
-AWAITING_PROMOTION: Final = "AwaitingPromotion"
-PROMOTION_REQUESTED: Final = "PromotionRequested"
-PROMOTING: Final = "Promoting"
-PROMOTED: Final = "Promoted"
-ROLLED_BACK: Final = "RolledBack"
-ABORTED: Final = "Aborted"
-SUPERSEDED: Final = "Superseded"
-RETRY_REQUESTED: Final = "RetryRequested"
-PAUSED: Final = "Paused"
-ROLLOUT_COMPLETE: Final = "RolloutComplete"
-NO_ROLLBACK: Final = "NoRollback"
-CHILDREN_APPLIED: Final = "ChildrenApplied"
-APPLIED: Final = "Applied"
-TRAFFIC_KIND_NOT_SERVED: Final = "TrafficKindNotServed"
-"""gateway-api mode on a cluster without the Gateway API CRDs."""
-CHILD_REFUSED: Final = "ChildRefused"
-"""The API server refused a child (a quota, an admission webhook, a policy)."""
-REGISTRY_WRITE_PENDING: Final = "RegistryWritePending"
-"""A rollout outcome (tags, alias) could not be written to MLflow: traffic moved anyway, the
-write is kept in status and retried with backoff."""
-REGISTRY_WRITTEN: Final = "RegistryWritten"
-"""A pending registry write landed in MLflow."""
+# Listed so that they are re-exported: strict mypy exports imported names only when listed.
+__all__ = [
+    "ABORTED",
+    "ACCEPTED",
+    "ADMITTED",
+    "ALIASES_SET",
+    "ALIASES_SYNCED",
+    "ALIAS_CONFLICT",
+    "ALIAS_MOVED",
+    "ALIAS_NOT_FOUND",
+    "ALIAS_REMOVED",
+    "ALIAS_SUPERSEDED",
+    "ANALYSIS_FAILED",
+    "ANALYSIS_HELD",
+    "ANALYSIS_PASSED",
+    "APPLIED",
+    "APPROVED",
+    "AWAITING_APPROVAL",
+    "AWAITING_PROMOTION",
+    "BACKOFF_LIMIT_EXCEEDED",
+    "CHAMPION_METRIC_MISSING",
+    "CHILDREN_APPLIED",
+    "CHILD_REFUSED",
+    "COMPLETE",
+    "COMPLETED",
+    "CREATE_CONTAINER_CONFIG_ERROR",
+    "CREATE_CONTAINER_ERROR",
+    "DEADLINE_EXCEEDED",
+    "DEPLOYING",
+    "DRIFT_CORRECTED",
+    "DUPLICATE_VERSION_REMOVED",
+    "ERROR",
+    "ERR_IMAGE_PULL",
+    "FAILED",
+    "GANG_RESTARTING",
+    "GATES_NOT_MET",
+    "IMAGE_PULL_BACK_OFF",
+    "INVALID_IMAGE_NAME",
+    "INVALID_SPEC",
+    "JOB_CREATED",
+    "JOB_REFUSED",
+    "MLFLOW_NOT_CONFIGURED",
+    "MLFLOW_REJECTED",
+    "MLFLOW_UNAVAILABLE",
+    "MODEL_REGISTERED",
+    "MODEL_RESOLVED",
+    "MODEL_VERSION_NOT_FOUND",
+    "MODEL_VERSION_NOT_READY",
+    "NOT_APPROVED",
+    "NOT_SERVING",
+    "NO_ROLLBACK",
+    "NO_SIGNATURE",
+    "OOM_KILLED",
+    "PAUSED",
+    "PENDING",
+    "POD_FAILURE_POLICY",
+    "PROGRESSING",
+    "PROMOTED",
+    "PROMOTING",
+    "PROMOTION_REQUESTED",
+    "QUEUED",
+    "READY",
+    "REGISTERED",
+    "REGISTERING",
+    "REGISTRATION_FAILED",
+    "REGISTRY_WRITE_PENDING",
+    "REGISTRY_WRITTEN",
+    "RESOLVED",
+    "RESUMED",
+    "RETRY_REQUESTED",
+    "ROLLED_BACK",
+    "ROLLED_BACK_CONDITION",
+    "ROLLOUT_COMPLETE",
+    "ROLLOUT_STARTED",
+    "RUNNING",
+    "RUN_BOUND",
+    "RUN_FAILED",
+    "RUN_NOT_FOUND",
+    "SERVING",
+    "SIGNATURE_FOUND",
+    "SIGNATURE_READ",
+    "SIGNATURE_UNAVAILABLE",
+    "SOURCE_READY",
+    "SOURCE_RESOLVED",
+    "SPEC_VALID",
+    "STARTUP_DEADLINE_EXCEEDED",
+    "STEP_IN_PROGRESS",
+    "STEP_STARTED",
+    "SUPERSEDED",
+    "SUSPENDED",
+    "TRACKING_READY",
+    "TRAFFIC_AVAILABLE",
+    "TRAFFIC_KIND_NOT_SERVED",
+    "TRAINING_JOB_FAILED",
+    "TRAINING_JOB_NOT_FOUND",
+    "UNSCHEDULABLE",
+    "VERSION_ADOPTED",
+    "VERSION_CREATED",
+    "VERSION_NOT_FOUND",
+    "VERSION_READY",
+    "WAITING_FOR_CANDIDATE",
+    "WAITING_FOR_READINESS",
+    "WAITING_FOR_RUN",
+    "WAITING_FOR_TRAINING_JOB",
+]

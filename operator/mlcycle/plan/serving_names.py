@@ -1,5 +1,8 @@
-"""Names and labels of an InferenceService's children, and the selectors every traffic
-mode shares.
+"""Names, labels and metadata of an InferenceService's children, and the selectors every
+traffic mode shares.
+
+The model servers (`plan.inferenceservice`) and the traffic modes (`plan.traffic`) both
+name children, so this module sits beside both packages rather than inside either.
 
 Every child carries `child_labels(isvc, component)`. Model-server pods also carry their
 version (`VERSION_LABEL`): Deployments are named and selected by version, not by track, so
@@ -11,11 +14,11 @@ another component value, or that Service would send requests to the router.
 
 from __future__ import annotations
 
-import hashlib
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from mlcycle.api.v1alpha1.inferenceservice import InferenceService
-from mlcycle.plan.ownership import MANAGED_BY_LABEL, name_label
+from mlcycle.plan.ownership import MANAGED_BY_LABEL, controller_reference, name_label, short_hash
 
 INFERENCESERVICE_LABEL: Final = "mlcycle.dev/inferenceservice"
 INFERENCESERVICE_UID_LABEL: Final = "mlcycle.dev/inferenceservice-uid"
@@ -29,6 +32,8 @@ SERVICE_PORT: Final = 80
 """The HTTP port of every Service of an InferenceService (its model servers' named port
 `http` behind it)."""
 SERVICE_PORT_NAME: Final = "http"
+SERVER_PORT: Final = 8080
+"""The model server containers' HTTP port (the named port `http`), where their metrics are."""
 GRPC_PORT: Final = 8081
 """The gRPC port of every Service of an InferenceService, and of the model server and router
 containers behind them (the named port `grpc`): the model server's default."""
@@ -38,17 +43,13 @@ H2C_APP_PROTOCOL: Final = "kubernetes.io/h2c"
 _NAME_LIMIT: Final = 63
 
 
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
 def child_name(isvc: InferenceService, suffix: str = "") -> str:
     """`<isvc><suffix>`, shortened with a hash to a DNS label (Services need one)."""
     name = f"{isvc.metadata.name}{suffix}"
     if len(name) <= _NAME_LIMIT:
         return name
     keep = _NAME_LIMIT - len(suffix) - 9
-    return f"{str(isvc.metadata.name)[:keep].rstrip('.-')}-{_short_hash(name)}{suffix}"
+    return f"{str(isvc.metadata.name)[:keep].rstrip('.-')}-{short_hash(name)}{suffix}"
 
 
 def version_name(isvc: InferenceService, version: str) -> str:
@@ -69,6 +70,22 @@ def child_labels(isvc: InferenceService, component: str) -> dict[str, str]:
         INFERENCESERVICE_UID_LABEL: str(isvc.metadata.uid),
         COMPONENT_LABEL: component,
     }
+
+
+def child_metadata(isvc: InferenceService, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """The metadata of a child: its name and labels, in `isvc`'s namespace, owned by it."""
+    return {
+        "name": name,
+        "namespace": isvc.metadata.namespace,
+        "labels": dict(labels),
+        "ownerReferences": [controller_reference(isvc)],
+    }
+
+
+def cluster_url(isvc: InferenceService) -> str:
+    """The in-cluster address of the Service named after `isvc` (the router's, or the shared
+    one of replicas mode)."""
+    return f"http://{child_name(isvc)}.{isvc.metadata.namespace}.svc.cluster.local"
 
 
 def model_server_selector(isvc: InferenceService) -> dict[str, str]:

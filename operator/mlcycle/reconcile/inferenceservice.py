@@ -13,7 +13,6 @@ import dataclasses
 import datetime
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -31,20 +30,24 @@ from mlcycle.adapters.errors import (
 )
 from mlcycle.adapters.metrics import RolloutMetrics
 from mlcycle.adapters.registry import MlflowRegistry
-from mlcycle.api.v1alpha1 import API_VERSION, InferenceService, ModelVersion
+from mlcycle.api.v1alpha1 import InferenceService, ModelVersion
 from mlcycle.api.v1alpha1.inferenceservice import (
     CounterSample,
     InferenceServiceStatus,
     PendingRegistryWrite,
 )
+from mlcycle.plan import alias_ownership as claims
 from mlcycle.plan import inferenceservice as plan
-from mlcycle.plan import modelversion as claims
-from mlcycle.plan import reasons, registry_writeback
-from mlcycle.plan.backoff import backoff_seconds
+from mlcycle.plan import reasons
+from mlcycle.plan.approval import APPROVAL_REQUIRED_TAG
 from mlcycle.plan.conditions import EventIntent
-from mlcycle.plan.serving_names import child_name
-from mlcycle.plan.traffic import traffic_children
-from mlcycle.reconcile.modelversion import claimant_object
+from mlcycle.plan.inferenceservice import registry_writeback
+from mlcycle.plan.traffic import traffic_children, traffic_mode
+from mlcycle.reconcile.children import Refused, apply_children, child_key
+from mlcycle.reconcile.memory import Applied, Checked, Memory, ObjectMemory
+from mlcycle.reconcile.objects import claimant_object
+from mlcycle.reconcile.outcome import Outcome
+from mlcycle.reconcile.status import with_written_status, write_status
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ RESOLVE_SECONDS = 10.0
 # Children are applied when what they should be changed; once in a while anyway, so an
 # edit or a deletion by hand of a child the indexes do not follow is undone.
 REAPPLY_SECONDS = 300.0
+
+Resolution = plan.Target | plan.Blocked
+"""What the memory record keeps of the last look-up in the registry."""
 
 
 class Children(Protocol):
@@ -99,54 +105,29 @@ class InferenceServiceDeps:
     """Set when the operator is configured with a Prometheus URL."""
     model_lock: Callable[[str], AbstractContextManager[Any]] = lambda _name: nullcontext()
     """Serializes alias claims per registered model with the ModelVersion reconciler."""
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The status each object got from this operator's last write, by uid."""
-    resolved: dict[str, tuple[int | None, float, plan.Target | plan.Blocked]] = field(
-        default_factory=dict
-    )
-    """By uid: (generation, monotonic time, result) of the last resolution."""
-    applied: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
-    """(kind, namespace, name) → digest and monotonic time of the last apply."""
-    refused: dict[tuple[str, str, str], tuple[str, int, float, str, str]] = field(
-        default_factory=dict
-    )
-    """(kind, namespace, name) → digest, failures, monotonic time before which the same
-    manifest is not sent again, and the (reason, message) it was refused with."""
-
-    def lock(self, uid: str) -> asyncio.Lock:
-        # Own events and the timer may fire at once for one object.
-        return self.locks.setdefault(uid, asyncio.Lock())
-
-
-@dataclass(frozen=True)
-class InferenceServiceOutcome:
-    events: list[EventIntent]
-    retry_after: float | None = None
+    memory: Memory[Resolution] = field(default_factory=Memory)
+    jitter: Callable[[], float] = random.random
 
 
 async def reconcile_inferenceservice(
     isvc: InferenceService, deps: InferenceServiceDeps, children: Children, now: datetime.datetime
-) -> InferenceServiceOutcome:
-    async with deps.lock(str(isvc.metadata.uid)):
-        current = _with_latest_status(isvc, deps)
-        return await _reconcile(current, deps, children, now)
-
-
-def _with_latest_status(isvc: InferenceService, deps: InferenceServiceDeps) -> InferenceService:
-    """Triggers queue on the lock with the body they were fired with; only this operator
-    writes the status, so its own last write is the latest there is."""
-    written = deps.written_status.get(str(isvc.metadata.uid))
-    if written is None:
-        return isvc
-    return isvc.model_copy(update={"status": InferenceServiceStatus.model_validate(written)})
+) -> Outcome:
+    """One pass; its next one is the rollout tick's, never a retry of the handler."""
+    memory = deps.memory.of(str(isvc.metadata.uid))
+    async with memory.lock:
+        current = with_written_status(isvc, memory, InferenceServiceStatus)
+        return await _reconcile(current, deps, memory, children, now)
 
 
 async def _reconcile(
-    isvc: InferenceService, deps: InferenceServiceDeps, children: Children, now: datetime.datetime
-) -> InferenceServiceOutcome:
+    isvc: InferenceService,
+    deps: InferenceServiceDeps,
+    memory: ObjectMemory[Resolution],
+    children: Children,
+    now: datetime.datetime,
+) -> Outcome:
     uid, namespace = str(isvc.metadata.uid), str(isvc.metadata.namespace)
-    resolution = await _resolve(isvc, deps, children)
+    resolution = await _resolve(isvc, deps, memory, children, now)
     target = resolution if isinstance(resolution, plan.Target) else None
     blocked = resolution if isinstance(resolution, plan.Blocked) else None
     deployments = children.deployments(uid)
@@ -179,47 +160,42 @@ async def _reconcile(
         deps.mlflow_credentials_secret,
     )
     manifests.extend(traffic_children(isvc, rollout, deps.default_image))
-    refused = await _apply(deps, manifests, deployments)
+    refused = await _apply(deps, memory, manifests, deployments, now)
     for kind, name in plan.stale_server_children(deployments, rollout):
         await asyncio.to_thread(deps.cluster.delete, _API_VERSIONS[kind], kind, namespace, name)
-        deps.applied.pop((kind, namespace, name), None)
+        memory.applied.pop(child_key(kind, namespace, name), None)
     # Traffic first, the registry after: MLflow being down never holds a rollback. A pass
     # lost before its status write decides the same again, and the writes (tags, an alias)
     # are the same again; writes that cannot land now stay queued in the status.
     if registry_writeback.due(rollout.pending_writes, now):
         landed, error, alias_conflicts = await _write_registry(isvc, deps, rollout.pending_writes)
         remaining, write_events = registry_writeback.after_attempt(
-            rollout.pending_writes, landed, error, now, random.random()
+            rollout.pending_writes, landed, error, now, deps.jitter()
         )
         rollout = dataclasses.replace(rollout, pending_writes=remaining)
         events.extend([*alias_conflicts, *write_events])
     if refused is not None:
         observed = dataclasses.replace(observed, refused=refused)
     planned = plan.status_plan(isvc, observed, rollout, now)
-    if planned.changed:
-        written = await asyncio.to_thread(
-            deps.cluster.patch_status,
-            API_VERSION,
-            "InferenceService",
-            namespace,
-            str(isvc.metadata.name),
-            planned.status,
-        )
-        deps.written_status[uid] = written
+    status_events = await write_status(deps.cluster, isvc, memory, planned)
     _record_metrics(isvc, deps.metrics, rollout)
-    events.extend(event for event in planned.events if event not in events)
-    return InferenceServiceOutcome(events, plan.seconds_to_next_decision(isvc, now))
+    events.extend(event for event in status_events if event not in events)
+    return Outcome(events)
 
 
 _API_VERSIONS = {"Deployment": "apps/v1", "Service": "v1"}
 
 
 async def _resolve(
-    isvc: InferenceService, deps: InferenceServiceDeps, children: Children
-) -> plan.Target | plan.Blocked:
+    isvc: InferenceService,
+    deps: InferenceServiceDeps,
+    memory: ObjectMemory[Resolution],
+    children: Children,
+    now: datetime.datetime,
+) -> Resolution:
     """The version the spec asks for, once approved if it requires approval. The approval
     is read from the watch-fed index on every pass, so it takes effect at the next tick."""
-    found = await _find_version(isvc, deps, children)
+    found = await _find_version(isvc, deps, memory, children, now)
     if isinstance(found, plan.Blocked):
         return found
     tracking = children.model_versions_tracking(found.model_name, found.version)
@@ -237,8 +213,12 @@ def _parsed_model_versions(bodies: Sequence[Mapping[str, Any]]) -> list[ModelVer
 
 
 async def _find_version(
-    isvc: InferenceService, deps: InferenceServiceDeps, children: Children
-) -> plan.Target | plan.Blocked:
+    isvc: InferenceService,
+    deps: InferenceServiceDeps,
+    memory: ObjectMemory[Resolution],
+    children: Children,
+    now: datetime.datetime,
+) -> Resolution:
     """A ModelVersion from the watch-fed index (its status says Ready); a registry version
     or alias from MLflow, at most every RESOLVE_SECONDS for one generation of the spec."""
     model = isvc.spec.model
@@ -249,15 +229,14 @@ async def _find_version(
         except ValidationError:
             mv = None
         return plan.target_from_model_version(isvc, mv)
-    uid = str(isvc.metadata.uid)
-    cached = deps.resolved.get(uid)
+    cached = memory.checked
     generation = isvc.metadata.generation
     if (
         cached is not None
-        and cached[0] == generation
-        and time.monotonic() - cached[1] < RESOLVE_SECONDS
+        and cached.generation == generation
+        and now - cached.at < datetime.timedelta(seconds=RESOLVE_SECONDS)
     ):
-        return cached[2]
+        return cached.found
     if deps.default_tracking_uri is None:
         return plan.Blocked(
             reasons.MLFLOW_NOT_CONFIGURED,
@@ -268,7 +247,7 @@ async def _find_version(
         result = await asyncio.to_thread(_resolve_in_registry, isvc, registry)
     except AdapterError as error:
         return plan.Blocked(reasons.MLFLOW_UNAVAILABLE, error.message)
-    deps.resolved[uid] = (generation, time.monotonic(), result)
+    memory.checked = Checked(now, generation, result)
     return result
 
 
@@ -296,7 +275,7 @@ def _resolve_in_registry(
     return plan.Target(
         name,
         record.version,
-        approval_required=record.tags.get(claims.APPROVAL_REQUIRED_TAG) == "true",
+        approval_required=record.tags.get(APPROVAL_REQUIRED_TAG) == "true",
     )
 
 
@@ -339,7 +318,7 @@ def _read_track(
     track: plan.Track,
     version: str,
 ) -> CounterSample:
-    if isvc.spec.traffic.mode == "router":
+    if traffic_mode(isvc).counts_requests:
         addresses = plan.router_pod_addresses(pods)
         return deps.read_router(addresses, str(isvc.metadata.name), track, version)
     return deps.read_server(
@@ -464,45 +443,52 @@ def _claim_alias(
 
 async def _apply(
     deps: InferenceServiceDeps,
+    memory: ObjectMemory[Resolution],
     manifests: Sequence[Mapping[str, Any]],
     deployments: Sequence[Mapping[str, Any]],
+    now: datetime.datetime,
 ) -> tuple[str, str] | None:
     """Server-side apply of what changed since this operator last applied it (or is
     missing from the Deployments index, or was applied long ago). A manifest the API
     server refuses is sent again only after a backoff, or once it changes; the first
     refusal is returned as (reason, message) for the status."""
     present = {str((d.get("metadata") or {}).get("name")) for d in deployments}
-    now = time.monotonic()
     first_refusal: tuple[str, str] | None = None
     for manifest in manifests:
         metadata = manifest["metadata"]
-        key = (str(manifest["kind"]), str(metadata["namespace"]), str(metadata["name"]))
+        key = child_key(str(manifest["kind"]), str(metadata["namespace"]), str(metadata["name"]))
         digest = plan.manifest_digest(manifest)
-        refused = deps.refused.get(key)
-        if refused is not None and refused[0] == digest and now < refused[2]:
-            first_refusal = first_refusal or (refused[3], refused[4])
+        last = memory.applied.get(key)
+        missing = manifest["kind"] == "Deployment" and str(metadata["name"]) not in present
+        fresh = (
+            last is not None
+            and last.digest == digest
+            and now - last.at < datetime.timedelta(seconds=REAPPLY_SECONDS)
+        )
+        # A refusal still backing off is reported again, however fresh the last apply.
+        if fresh and not missing and memory.waiting(key, now, digest) is None:
             continue
-        last = deps.applied.get(key)
-        missing = manifest["kind"] == "Deployment" and key[2] not in present
-        fresh = last is not None and last[0] == digest and now - last[1] < REAPPLY_SECONDS
-        if fresh and not missing:
+        applied = await apply_children(
+            deps.cluster,
+            memory,
+            key,
+            [manifest],
+            now,
+            deps.jitter(),
+            refusal_reason=_refusal_reason,
+            digest=digest,
+        )
+        if isinstance(applied, Refused):
+            first_refusal = first_refusal or (applied.reason, applied.message)
             continue
-        try:
-            await asyncio.to_thread(deps.cluster.apply, manifest)
-        except InvalidError as error:
-            failures = refused[1] + 1 if refused is not None and refused[0] == digest else 1
-            reason = (
-                reasons.TRAFFIC_KIND_NOT_SERVED
-                if isinstance(error, KindNotServedError)
-                else reasons.CHILD_REFUSED
-            )
-            retry_at = now + backoff_seconds(failures, random.random())
-            deps.refused[key] = (digest, failures, retry_at, reason, error.message)
-            first_refusal = first_refusal or (reason, error.message)
-            continue
-        deps.refused.pop(key, None)
-        deps.applied[key] = (digest, now)
+        memory.applied[key] = Applied(digest, now)
     return first_refusal
+
+
+def _refusal_reason(error: InvalidError) -> str:
+    if isinstance(error, KindNotServedError):
+        return reasons.TRAFFIC_KIND_NOT_SERVED
+    return reasons.CHILD_REFUSED
 
 
 def _record_metrics(
@@ -518,13 +504,6 @@ def _record_metrics(
 
 
 def forget_inferenceservice(isvc: InferenceService, deps: InferenceServiceDeps) -> None:
-    """Memory kept for a deleted object (its children go by garbage collection)."""
-    uid = str(isvc.metadata.uid)
-    deps.written_status.pop(uid, None)
-    deps.resolved.pop(uid, None)
-    deps.locks.pop(uid, None)
-    namespace, prefix = str(isvc.metadata.namespace), child_name(isvc)
-    for memory in (deps.applied, deps.refused):
-        for key in [key for key in memory if key[1] == namespace and key[2].startswith(prefix)]:
-            memory.pop(key, None)
-    deps.metrics.forget(namespace, str(isvc.metadata.name))
+    """The rollout metrics of a deleted object (its children go by garbage collection, its
+    memory record with the handlers' forgetting)."""
+    deps.metrics.forget(str(isvc.metadata.namespace), str(isvc.metadata.name))

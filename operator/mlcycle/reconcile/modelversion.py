@@ -12,27 +12,24 @@ from __future__ import annotations
 import asyncio
 import datetime
 import random
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from pydantic import ValidationError
 
 from mlcycle.adapters.cluster import ClusterClient
 from mlcycle.adapters.errors import AdapterError, NotFoundError, UnavailableError
 from mlcycle.adapters.metrics import RegistrationMetrics
 from mlcycle.adapters.registry import MlflowRegistry, VersionRecord
 from mlcycle.adapters.tracking import SERVICE
-from mlcycle.api.v1alpha1 import API_VERSION, InferenceService, ModelVersion, TrainingJob
+from mlcycle.api.v1alpha1 import API_VERSION, ModelVersion, TrainingJob
 from mlcycle.api.v1alpha1.modelversion import ModelSignature, ModelVersionStatus
 from mlcycle.plan import modelversion as plan
 from mlcycle.plan import reasons
 from mlcycle.plan.backoff import backoff_seconds
 from mlcycle.plan.conditions import EventIntent, StatusPlan
-
-ParsedKind = TypeVar("ParsedKind", TrainingJob, ModelVersion, InferenceService)
+from mlcycle.reconcile.memory import Checked, Memory, ModelLocks, ObjectMemory
+from mlcycle.reconcile.objects import claimant_object, read_object
+from mlcycle.reconcile.outcome import Outcome
+from mlcycle.reconcile.status import write_status
 
 
 @dataclass
@@ -44,48 +41,32 @@ class ModelVersionDeps:
     jitter: Callable[[], float] = random.random
     drift_check_seconds: float = 60.0
     """How often a Ready, unchanged object is compared with MLflow (drift)."""
-    checked_at: dict[str, float] = field(default_factory=dict)
-    """By uid: monotonic time of the last full pass."""
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    model_locks: dict[str, threading.Lock] = field(default_factory=dict)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
-
-    def lock(self, uid: str) -> asyncio.Lock:
-        # Events, kopf retries and the resync timer may fire at once for one object.
-        return self.locks.setdefault(uid, asyncio.Lock())
-
-    def model_lock(self, model_name: str) -> threading.Lock:
-        # Alias claims of one registered model are read and written by one object at a
-        # time, so two objects of this operator never both take the same free alias.
-        with self._guard:
-            return self.model_locks.setdefault(model_name, threading.Lock())
-
-
-@dataclass(frozen=True)
-class ModelVersionOutcome:
-    events: list[EventIntent]
-    retry_after: float | None = None
+    memory: Memory[None] = field(default_factory=Memory)
+    model_lock: ModelLocks = field(default_factory=ModelLocks)
 
 
 async def reconcile_modelversion(
     mv: ModelVersion, deps: ModelVersionDeps, now: datetime.datetime, resync: bool = False
-) -> ModelVersionOutcome:
-    uid = str(mv.metadata.uid)
-    if (
-        resync
-        and _settled(mv)
-        and time.monotonic() - deps.checked_at.get(uid, 0.0) < (deps.drift_check_seconds)
-    ):
+) -> Outcome:
+    memory = deps.memory.of(str(mv.metadata.uid))
+    if resync and _settled(mv) and not _drift_check_due(memory, deps, now):
         # MLflow has no watch, so Ready objects are compared with it on a timer; at the
         # drift interval, not the resync tick, or many objects would load MLflow for nothing.
-        return ModelVersionOutcome([])
-    async with deps.lock(uid):
+        return Outcome([])
+    async with memory.lock:
         # The body a trigger was fired with may predate the previous holder's status write.
         current = await _current(mv, deps)
         if current is None:
-            return ModelVersionOutcome([])
-        deps.checked_at[uid] = time.monotonic()
-        return await _reconcile(current, deps, now)
+            return Outcome([])
+        memory.checked = Checked(now, current.metadata.generation, None)
+        return await _reconcile(current, deps, memory, now)
+
+
+def _drift_check_due(
+    memory: ObjectMemory[None], deps: ModelVersionDeps, now: datetime.datetime
+) -> bool:
+    last = memory.checked
+    return last is None or now - last.at >= datetime.timedelta(seconds=deps.drift_check_seconds)
 
 
 def _settled(mv: ModelVersion) -> bool:
@@ -114,8 +95,8 @@ async def _current(mv: ModelVersion, deps: ModelVersionDeps) -> ModelVersion | N
 
 
 async def _reconcile(
-    mv: ModelVersion, deps: ModelVersionDeps, now: datetime.datetime
-) -> ModelVersionOutcome:
+    mv: ModelVersion, deps: ModelVersionDeps, memory: ObjectMemory[None], now: datetime.datetime
+) -> Outcome:
     if deps.default_tracking_uri is None:
         progress, delay = plan.unavailable_progress(
             mv,
@@ -124,11 +105,11 @@ async def _reconcile(
             now,
             deps.jitter(),
         )
-        return await _write(mv, deps, progress, now, retry_after=delay)
+        return await _write(mv, deps, memory, progress, now, retry_after=delay)
     waiting = plan.backing_off(mv.status, now)
     if waiting is not None:
         # A timer tick or an edit during backoff must not turn into a retry storm.
-        return ModelVersionOutcome([], retry_after=waiting)
+        return Outcome([], retry_after=waiting)
     registry = deps.registry_for(deps.default_tracking_uri)
     try:
         progress = await asyncio.to_thread(_converge, mv, deps, registry, now)
@@ -141,9 +122,9 @@ async def _reconcile(
             else reasons.MLFLOW_REJECTED
         )
         progress, delay = plan.unavailable_progress(mv, reason, error.message, now, deps.jitter())
-        return await _write(mv, deps, progress, now, retry_after=delay)
+        return await _write(mv, deps, memory, progress, now, retry_after=delay)
     retry_after = plan.REGISTERING_POLL_SECONDS if progress.phase == "Registering" else None
-    return await _write(mv, deps, progress, now, retry_after=retry_after)
+    return await _write(mv, deps, memory, progress, now, retry_after=retry_after)
 
 
 def _converge(
@@ -327,10 +308,9 @@ def _resolve_source(
         return plan.uri_source(source.uri)
     training_job = None
     if source.training_job_ref is not None:
-        body = deps.cluster.get(
-            API_VERSION, "TrainingJob", str(mv.metadata.namespace), source.training_job_ref.name
+        training_job = read_object(
+            deps.cluster, TrainingJob, str(mv.metadata.namespace), source.training_job_ref.name
         )
-        training_job = _parsed(TrainingJob, body)
     ref = plan.run_ref(mv, training_job)
     if ref is None:
         raise ValueError("a version source has no run to resolve")
@@ -385,45 +365,20 @@ def _sync_aliases(
     return aliases_plan
 
 
-def claimant_object(
-    cluster: ClusterClient, owner: plan.Claimant
-) -> ModelVersion | InferenceService | None:
-    """The object behind an alias claim, as the API server has it now."""
-    body = cluster.get(API_VERSION, owner.kind, owner.namespace, owner.name)
-    if owner.kind == "InferenceService":
-        return _parsed(InferenceService, body)
-    return _parsed(ModelVersion, body)
-
-
-def _parsed(kind: type[ParsedKind], body: dict[str, Any] | None) -> ParsedKind | None:
-    if body is None:
-        return None
-    try:
-        return kind.from_body(body)
-    except ValidationError:
-        return None
-
-
 async def _write(
     mv: ModelVersion,
     deps: ModelVersionDeps,
+    memory: ObjectMemory[None],
     progress: plan.Progress,
     now: datetime.datetime,
     *,
     retry_after: float | None,
-) -> ModelVersionOutcome:
+) -> Outcome:
     planned: StatusPlan = plan.status_plan(mv, progress, now)
+    events = await write_status(deps.cluster, mv, memory, planned)
     if planned.changed:
-        await asyncio.to_thread(
-            deps.cluster.patch_status,
-            API_VERSION,
-            "ModelVersion",
-            str(mv.metadata.namespace),
-            str(mv.metadata.name),
-            planned.status,
-        )
         _record_transition(mv, deps.metrics, progress, now)
-    return ModelVersionOutcome(list(planned.events), retry_after=retry_after)
+    return Outcome(events, retry_after=retry_after)
 
 
 def _record_transition(
@@ -446,7 +401,6 @@ async def finalize_modelversion(
     Returns the delay before the next attempt while MLflow cannot be reached or refuses
     (the finalizer stays until the policy is applied), None once done.
     """
-    deps.checked_at.pop(str(mv.metadata.uid), None)
     if deps.default_tracking_uri is None:
         return None
     registry = deps.registry_for(deps.default_tracking_uri)

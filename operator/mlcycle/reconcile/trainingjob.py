@@ -12,20 +12,29 @@ import datetime
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from mlcycle.adapters.cluster import ClusterClient
-from mlcycle.adapters.errors import AdapterError, InvalidError, NotFoundError, UnavailableError
+from mlcycle.adapters.errors import AdapterError, NotFoundError, UnavailableError
 from mlcycle.adapters.metrics import TrainingMetrics
 from mlcycle.adapters.tracking import DatasetInput, MlflowTracking
 from mlcycle.api.v1alpha1 import API_VERSION, TrainingJob
 from mlcycle.api.v1alpha1.trainingjob import TrainingJobStatus
 from mlcycle.plan import reasons
 from mlcycle.plan import trainingjob as plan
-from mlcycle.plan.backoff import backoff_seconds
-from mlcycle.plan.conditions import EventIntent, StatusPlan
+from mlcycle.plan.conditions import StatusPlan
+from mlcycle.reconcile.children import Refused, apply_children
+from mlcycle.reconcile.memory import Memory, ObjectMemory
+from mlcycle.reconcile.outcome import Outcome
+from mlcycle.reconcile.status import with_written_status, write_status
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+
+# What backs off in an object's memory record: MLflow down or refusing (the 5 s resync must
+# not turn an MLflow outage into a request storm from every training), and the Job the API
+# server refused.
+TRACKING: Final = "mlflow"
+JOB: Final = "job"
 
 
 class Children(Protocol):
@@ -47,48 +56,18 @@ class TrainingDeps:
     """Secret, in the TrainingJob's namespace, of the training pods' MLflow credentials."""
     mlflow_ui_url: str | None = None
     """The MLflow UI's external address, for `status.mlflowRunUrl`."""
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The status each object got from this operator's last write, by uid."""
-    tracking_failures: dict[str, tuple[int, datetime.datetime]] = field(default_factory=dict)
-    job_refusals: dict[str, tuple[int, datetime.datetime]] = field(default_factory=dict)
-    """By uid: how often the API server refused the Job, and when to send it again."""
-    """Consecutive MLflow failures per uid and when MLflow may be called again: the 5 s
-    resync must not turn an MLflow outage into a request storm from every training."""
-
-    def lock(self, uid: str) -> asyncio.Lock:
-        # Several triggers (own events, Job events, timer) may fire at once for one object.
-        return self.locks.setdefault(uid, asyncio.Lock())
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    events: list[EventIntent]
-    retry_after: float | None = None
-
-
-def _labels(tj: TrainingJob) -> dict[str, str]:
-    return {"mlcycle.dev/trainingjob-uid": str(tj.metadata.uid)}
+    memory: Memory[None] = field(default_factory=Memory)
+    jitter: Callable[[], float] = random.random
 
 
 async def reconcile_trainingjob(
     tj: TrainingJob, deps: TrainingDeps, children: Children, now: datetime.datetime
-) -> TrainingOutcome:
-    async with deps.lock(str(tj.metadata.uid)):
-        current = _with_latest_status(tj, deps)
+) -> Outcome:
+    memory = deps.memory.of(str(tj.metadata.uid))
+    async with memory.lock:
+        current = with_written_status(tj, memory, TrainingJobStatus)
         deps.metrics.observe_phase(str(current.metadata.uid), _phase(current))
-        return await _reconcile(current, deps, children, now)
-
-
-def _with_latest_status(tj: TrainingJob, deps: TrainingDeps) -> TrainingJob:
-    """Triggers queue on the lock holding the body they were fired with, whose status may
-    predate the previous holder's write; planning from it would announce the same
-    transition again. Only this operator writes the status, so its last write is the
-    latest status there is."""
-    written = deps.written_status.get(str(tj.metadata.uid))
-    if written is None:
-        return tj
-    return tj.model_copy(update={"status": TrainingJobStatus.model_validate(written)})
+        return await _reconcile(current, deps, memory, children, now)
 
 
 def _phase(tj: TrainingJob) -> str | None:
@@ -96,8 +75,12 @@ def _phase(tj: TrainingJob) -> str | None:
 
 
 async def _reconcile(
-    tj: TrainingJob, deps: TrainingDeps, children: Children, now: datetime.datetime
-) -> TrainingOutcome:
+    tj: TrainingJob,
+    deps: TrainingDeps,
+    memory: ObjectMemory[None],
+    children: Children,
+    now: datetime.datetime,
+) -> Outcome:
     namespace = str(tj.metadata.namespace)
     status = tj.status or TrainingJobStatus()
     if status.phase in TERMINAL_PHASES:
@@ -106,6 +89,7 @@ async def _reconcile(
         return await _write(
             tj,
             deps,
+            memory,
             plan.blocked_status(
                 tj,
                 status,
@@ -114,10 +98,9 @@ async def _reconcile(
                 now,
             ),
         )
-    uid = str(tj.metadata.uid)
-    failures, not_before = deps.tracking_failures.get(uid, (0, now))
-    if failures and now < not_before:
-        return TrainingOutcome([], retry_after=(not_before - now).total_seconds())
+    waiting = memory.waiting(TRACKING, now)
+    if waiting is not None:
+        return Outcome([], retry_after=waiting.seconds_left(now))
     tracking = deps.tracking_for(deps.default_tracking_uri)
     try:
         binding = await asyncio.to_thread(
@@ -129,21 +112,23 @@ async def _reconcile(
             deps.mlflow_credentials_secret,
         )
     except AdapterError as error:
-        return await _tracking_failed(tj, status, deps, error, now)
+        return await _tracking_failed(tj, status, deps, memory, error, now)
 
     job_name = status.job_name or plan.job_name(tj, attempt=0)
     job = children.job(namespace, job_name)
     if job is None:
-        refusals, retry_at = deps.job_refusals.get(str(tj.metadata.uid), (0, now))
-        if refusals and now < retry_at:
-            return TrainingOutcome([], retry_after=(retry_at - now).total_seconds())
-        try:
-            job = await _apply_attempt(tj, binding, plan.attempt_of(job_name, tj), deps)
-        except InvalidError as error:
-            # A quota, a LimitRange, an admission webhook: a person must act; retried
-            # with backoff meanwhile, as the cause may go away (a quota freed).
-            return await _job_refused(tj, status, deps, error, now)
-        deps.job_refusals.pop(str(tj.metadata.uid), None)
+        applied = await apply_children(
+            deps.cluster,
+            memory,
+            JOB,
+            _attempt_children(tj, binding, plan.attempt_of(job_name, tj)),
+            now,
+            deps.jitter(),
+            refusal_reason=lambda _error: reasons.JOB_REFUSED,
+        )
+        if isinstance(applied, Refused):
+            return await _job_refused(tj, status, deps, memory, applied, now)
+        job = applied[-1]
         job_name = job["metadata"]["name"]
     elif bool((job.get("spec") or {}).get("suspend")) != plan.job_suspended(tj, job):
         # suspend is the one mutable field: hand it to the Job (Kueue does the same).
@@ -171,11 +156,11 @@ async def _reconcile(
                 tracking.finish_run, binding.run_id, plan.mlflow_run_status(observation)
             )
         except AdapterError as error:
-            return await _tracking_failed(tj, status, deps, error, now)
+            return await _tracking_failed(tj, status, deps, memory, error, now)
         if observation.phase == "Succeeded" and tj.spec.registration is not None:
             gate_result, registered = await _register(tj, binding, tracking, metrics, deps)
 
-    deps.tracking_failures.pop(uid, None)
+    memory.recovered(TRACKING)
     new_status = plan.status_patch(
         tj,
         previous=status,
@@ -188,20 +173,28 @@ async def _reconcile(
         registered_model_version=registered,
         now=now,
     )
-    return await _write(tj, deps, new_status)
+    return await _write(tj, deps, memory, new_status)
+
+
+def _attempt_children(
+    tj: TrainingJob, binding: plan.RunBinding, attempt: int
+) -> list[dict[str, Any]]:
+    """One attempt's children, the same for the first attempt and a gang restart, in the
+    order they are applied: the headless Service first, as the ranks resolve MASTER_ADDR
+    through it from the moment they start."""
+    job = plan.desired_job(tj, binding, attempt=attempt)
+    service = plan.desired_headless_service(tj, job["metadata"]["name"])
+    return [job] if service is None else [service, job]
 
 
 async def _apply_attempt(
     tj: TrainingJob, binding: plan.RunBinding, attempt: int, deps: TrainingDeps
 ) -> dict[str, Any]:
-    """Creates one attempt's children, the same for the first attempt and a gang restart:
-    the headless Service first, as the ranks resolve MASTER_ADDR through it from the
-    moment they start."""
-    job = plan.desired_job(tj, binding, attempt=attempt)
-    service = plan.desired_headless_service(tj, job["metadata"]["name"])
-    if service is not None:
-        await asyncio.to_thread(deps.cluster.apply, service)
-    applied: dict[str, Any] = await asyncio.to_thread(deps.cluster.apply, job)
+    """A gang restart's children, sent at once: the restart is decided from the pods the
+    watches saw, and a refusal surfaces as the pass's error."""
+    applied: dict[str, Any] = {}
+    for manifest in _attempt_children(tj, binding, attempt):
+        applied = await asyncio.to_thread(deps.cluster.apply, manifest)
     return applied
 
 
@@ -209,41 +202,32 @@ async def _tracking_failed(
     tj: TrainingJob,
     status: TrainingJobStatus,
     deps: TrainingDeps,
+    memory: ObjectMemory[None],
     error: AdapterError,
     now: datetime.datetime,
-) -> TrainingOutcome:
+) -> Outcome:
+    """Writes the blocked status and backs off, doubling with each failure in a row."""
     blocked = plan.blocked_status(tj, status, _tracking_reason(error), str(error), now)
-    return await _blocked(tj, deps, deps.tracking_failures, blocked, now)
+    delay = memory.back_off(TRACKING, now, deps.jitter())
+    written = await _write(tj, deps, memory, blocked)
+    return Outcome(written.events, retry_after=delay)
 
 
 async def _job_refused(
     tj: TrainingJob,
     status: TrainingJobStatus,
     deps: TrainingDeps,
-    error: AdapterError,
+    memory: ObjectMemory[None],
+    refused: Refused,
     now: datetime.datetime,
-) -> TrainingOutcome:
+) -> Outcome:
+    if not refused.fresh:
+        return Outcome([], retry_after=refused.retry_after)
     blocked = plan.blocked_status(
-        tj, status, reasons.JOB_REFUSED, error.message, now, condition=reasons.CHILDREN_APPLIED
+        tj, status, refused.reason, refused.message, now, condition=reasons.CHILDREN_APPLIED
     )
-    return await _blocked(tj, deps, deps.job_refusals, blocked, now)
-
-
-async def _blocked(
-    tj: TrainingJob,
-    deps: TrainingDeps,
-    failures_by_uid: dict[str, tuple[int, datetime.datetime]],
-    blocked: StatusPlan,
-    now: datetime.datetime,
-) -> TrainingOutcome:
-    """Writes the blocked status and backs off: the next attempt waits (by uid) in
-    `failures_by_uid`, doubling with each failure, so no trigger makes a retry storm."""
-    uid = str(tj.metadata.uid)
-    failures = failures_by_uid.get(uid, (0, now))[0] + 1
-    delay = backoff_seconds(failures, random.random())
-    failures_by_uid[uid] = (failures, now + datetime.timedelta(seconds=delay))
-    outcome = await _write(tj, deps, blocked)
-    return TrainingOutcome(outcome.events, retry_after=delay)
+    written = await _write(tj, deps, memory, blocked)
+    return Outcome(written.events, retry_after=refused.retry_after)
 
 
 def _tracking_reason(error: AdapterError) -> str:
@@ -314,12 +298,12 @@ async def _register(
 
 async def _after_finish(
     tj: TrainingJob, status: TrainingJobStatus, deps: TrainingDeps, now: datetime.datetime
-) -> TrainingOutcome:
+) -> Outcome:
     """The TrainingJob owns its TTL (not the Job's ttlSecondsAfterFinished): deleting the
     Job alone would make a level-triggered controller recreate it."""
     ttl = tj.spec.ttl_seconds_after_finished
     if ttl is None or status.completion_time is None:
-        return TrainingOutcome([])
+        return Outcome([])
     expires = status.completion_time + datetime.timedelta(seconds=ttl)
     if now >= expires:
         await asyncio.to_thread(
@@ -330,23 +314,17 @@ async def _after_finish(
             str(tj.metadata.name),
             uid=str(tj.metadata.uid),
         )
-        return TrainingOutcome([])
-    return TrainingOutcome([], retry_after=(expires - now).total_seconds())
+        return Outcome([])
+    return Outcome([], retry_after=(expires - now).total_seconds())
 
 
-async def _write(tj: TrainingJob, deps: TrainingDeps, planned: StatusPlan) -> TrainingOutcome:
+async def _write(
+    tj: TrainingJob, deps: TrainingDeps, memory: ObjectMemory[None], planned: StatusPlan
+) -> Outcome:
+    events = await write_status(deps.cluster, tj, memory, planned)
     if planned.changed:
-        written = await asyncio.to_thread(
-            deps.cluster.patch_status,
-            API_VERSION,
-            "TrainingJob",
-            str(tj.metadata.namespace),
-            str(tj.metadata.name),
-            planned.status,
-        )
-        deps.written_status[str(tj.metadata.uid)] = written
         _record_transition(tj, deps.metrics, planned.status)
-    return TrainingOutcome(list(planned.events))
+    return Outcome(events)
 
 
 def _record_transition(tj: TrainingJob, metrics: TrainingMetrics, written: dict[str, Any]) -> None:
@@ -369,9 +347,6 @@ def _record_transition(tj: TrainingJob, metrics: TrainingMetrics, written: dict[
 async def kill_run_on_delete(tj: TrainingJob, deps: TrainingDeps) -> None:
     """A TrainingJob deleted mid-training leaves no run RUNNING in MLflow."""
     deps.metrics.forget(str(tj.metadata.uid))
-    deps.written_status.pop(str(tj.metadata.uid), None)
-    deps.tracking_failures.pop(str(tj.metadata.uid), None)
-    deps.job_refusals.pop(str(tj.metadata.uid), None)
     status = tj.status or TrainingJobStatus()
     if status.phase in TERMINAL_PHASES or not status.mlflow_run_id or not deps.default_tracking_uri:
         return

@@ -6,13 +6,13 @@ from mlcycle.api.v1alpha1.common import (
     GROUP,
     VERSION,
     ApiModel,
-    CelRule,
     Condition,
     CustomResource,
     ObjectMeta,
     PrinterColumn,
     StatusBase,
 )
+from mlcycle.api.v1alpha1.conditions import ConditionType, Reason
 from mlcycle.api.v1alpha1.inferenceservice import (
     InferenceService,
     InferenceServiceSpec,
@@ -20,6 +20,7 @@ from mlcycle.api.v1alpha1.inferenceservice import (
 )
 from mlcycle.api.v1alpha1.modelversion import ModelVersion, ModelVersionSpec, ModelVersionStatus
 from mlcycle.api.v1alpha1.trainingjob import TrainingJob, TrainingJobSpec, TrainingJobStatus
+from mlcycle.api.v1alpha1.validation import CelRule
 
 KINDS: tuple[type[CustomResource], ...] = (TrainingJob, ModelVersion, InferenceService)
 
@@ -37,6 +38,7 @@ __all__ = [
     "ApiModel",
     "CelRule",
     "Condition",
+    "ConditionType",
     "CustomResource",
     "InferenceService",
     "InferenceServiceSpec",
@@ -46,6 +48,7 @@ __all__ = [
     "ModelVersionStatus",
     "ObjectMeta",
     "PrinterColumn",
+    "Reason",
     "StatusBase",
     "TrainingJob",
     "TrainingJobSpec",

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints
 
 from mlcycle.api.v1alpha1.common import (
     AGE_COLUMN,
     PHASE_COLUMN,
-    AliasName,
     ApiModel,
-    CelRule,
     CrdNames,
     CustomResource,
-    Duration,
-    ListType,
     LocalObjectReference,
-    ModelName,
-    ObjectName,
     PrinterColumn,
     StatusBase,
     WorkloadTemplate,
+)
+from mlcycle.api.v1alpha1.conditions import ConditionType, Reason
+from mlcycle.api.v1alpha1.validation import (
+    AliasName,
+    CelRule,
+    Duration,
+    ListType,
+    ModelName,
+    ObjectName,
 )
 
 Percent = Annotated[int, Field(ge=0, le=100)]
@@ -413,6 +416,150 @@ class InferenceServiceStatus(StatusBase):
     """The value of each action annotation (`mlcycle.dev/promote`, `abort`, `retry`)
     already acted on: the annotation stays (GitOps owns it) and acts again only when its
     value changes."""
+
+
+# --- Conditions and reasons -------------------------------------------------------------------
+
+MODEL_RESOLVED: Final = ConditionType(
+    "ModelResolved",
+    "Whether `spec.model` resolves to a registry version the operator may serve (`Resolved`);"
+    " False names why not, and the running versions keep serving.",
+)
+TRAFFIC_AVAILABLE: Final = ConditionType(
+    "TrafficAvailable",
+    "Whether requests to `status.url` are answered: the entry (router, route or Service) and"
+    " the stable version are ready, even mid-rollout (`Serving`, `NotServing`).",
+)
+PROGRESSING: Final = ConditionType(
+    "Progressing",
+    "True while a candidate version rolls out, the reason saying where it stands"
+    " (`StepInProgress`, `WaitingForCandidate`, `Promoting`, `Paused`...); `RolloutComplete`"
+    " when no rollout is in progress.",
+)
+ROLLED_BACK_CONDITION: Final = ConditionType(
+    "RolledBack",
+    "True while the version the spec asks for is rejected by a rollback (the message says"
+    " why): change the spec or set `mlcycle.dev/retry` to try it again; else `NoRollback`.",
+)
+
+RESOLVED: Final = Reason(
+    "Resolved", "`spec.model` resolved to a registry version, named in the message."
+)
+MODEL_VERSION_NOT_FOUND: Final = Reason(
+    "ModelVersionNotFound",
+    "`model.modelVersionRef` names no ModelVersion in this namespace: create it or fix the name.",
+)
+MODEL_VERSION_NOT_READY: Final = Reason(
+    "ModelVersionNotReady",
+    "The ModelVersion is not Ready yet (or Failed): served once it is; see its conditions.",
+)
+ALIAS_NOT_FOUND: Final = Reason(
+    "AliasNotFound",
+    "The registered model has no such alias: set it in MLflow or with a ModelVersion; the"
+    " version is served as soon as the alias exists.",
+)
+NOT_APPROVED: Final = Reason(
+    "NotApproved",
+    "The version requires approval (its ModelVersion says so, or mlcycle registered it with"
+    " approval required) and no approver has approved it: it is not deployed.",
+)
+SERVING: Final = Reason(
+    "Serving", "The stable version answers requests (for `Ready`: all traffic); nothing to do."
+)
+NOT_SERVING: Final = Reason(
+    "NotServing",
+    "No ready pod of the stable version, or the router or route is not ready: the message"
+    " counts them; see the pods' events and logs.",
+)
+DEPLOYING: Final = Reason("Deploying", "The first version is being deployed.")
+WAITING_FOR_READINESS: Final = Reason(
+    "WaitingForReadiness",
+    "The stable version's pods are not ready yet: see their readiness probe"
+    " (`/v2/health/ready`), events and logs.",
+)
+WAITING_FOR_CANDIDATE: Final = Reason(
+    "WaitingForCandidate",
+    "The candidate's pods are not ready yet: the step starts when one is; see their events"
+    " and logs if it lasts.",
+)
+ROLLOUT_STARTED: Final = Reason(
+    "RolloutStarted", "A new version became the candidate; its first step follows."
+)
+STEP_STARTED: Final = Reason(
+    "StepStarted", "A rollout step began; the message gives its weight or mirror share."
+)
+STEP_IN_PROGRESS: Final = Reason(
+    "StepInProgress",
+    "A step's interval is running: the message gives the step, the candidate's share and"
+    " its failed checks so far.",
+)
+ANALYSIS_PASSED: Final = Reason(
+    "AnalysisPassed", "The interval's analysis passed every check: the next step follows."
+)
+ANALYSIS_HELD: Final = Reason(
+    "AnalysisHeld",
+    "Too few requests in the interval (`minRequests`), or the metrics could not be read: the"
+    " step is held and nothing counts against the candidate.",
+)
+ANALYSIS_FAILED: Final = Reason(
+    "AnalysisFailed",
+    "A check failed (the message gives the values): at `failureThreshold` failed checks the"
+    " candidate is rolled back.",
+)
+AWAITING_PROMOTION: Final = Reason(
+    "AwaitingPromotion",
+    "An A/B test is running: promote the candidate with the annotation `mlcycle.dev/promote`.",
+)
+PROMOTION_REQUESTED: Final = Reason(
+    "PromotionRequested", "`mlcycle.dev/promote` was set: the candidate is promoted now."
+)
+PROMOTING: Final = Reason(
+    "Promoting", "The candidate is scaled to full size before it takes all traffic."
+)
+PROMOTED: Final = Reason(
+    "Promoted",
+    "The candidate became the stable version, with `registry.promoteAlias` when set.",
+)
+ROLLED_BACK: Final = Reason(
+    "RolledBack",
+    "The candidate failed its analysis (or was aborted): all traffic went back to the stable"
+    " version; change the spec or set `mlcycle.dev/retry` to try it again.",
+)
+ABORTED: Final = Reason(
+    "Aborted",
+    "`mlcycle.dev/abort` rolled the candidate back; it is rejected like a failed one.",
+)
+SUPERSEDED: Final = Reason(
+    "Superseded",
+    "The spec no longer asks for the candidate in flight (a newer version, or the stable"
+    " one): its rollout ended without a verdict.",
+)
+RETRY_REQUESTED: Final = Reason(
+    "RetryRequested", "`mlcycle.dev/retry` was set: the rejected version may roll out again."
+)
+PAUSED: Final = Reason(
+    "Paused", "`spec.paused` holds the rollout at its step: set it to false to go on."
+)
+ROLLOUT_COMPLETE: Final = Reason(
+    "RolloutComplete", "No rollout in progress: the stable version is the one asked for."
+)
+NO_ROLLBACK: Final = Reason("NoRollback", "No version is rejected.")
+TRAFFIC_KIND_NOT_SERVED: Final = Reason(
+    "TrafficKindNotServed",
+    "`traffic.mode: gateway-api` on a cluster without the Gateway API CRDs: install them; the"
+    " route is applied once they serve.",
+)
+CHILD_REFUSED: Final = Reason(
+    "ChildRefused",
+    "The API server refused a child (a quota, an admission webhook, a policy): the message"
+    " is its answer; retried with backoff, or at once when the child changes.",
+)
+REGISTRY_WRITE_PENDING: Final = Reason(
+    "RegistryWritePending",
+    "A rollout outcome (tags, alias) could not be written to MLflow: traffic moved anyway,"
+    " the write is kept in status and retried with backoff.",
+)
+REGISTRY_WRITTEN: Final = Reason("RegistryWritten", "A pending registry write landed in MLflow.")
 
 
 class InferenceService(CustomResource):

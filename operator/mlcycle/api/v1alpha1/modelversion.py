@@ -4,29 +4,32 @@ Model Registry."""
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
 from mlcycle.api.v1alpha1.common import (
     AGE_COLUMN,
     PHASE_COLUMN,
-    AliasName,
     ApiModel,
-    ArtifactPath,
-    CelRule,
     CrdNames,
     CustomResource,
-    LabelMap,
-    ListType,
     LocalObjectReference,
-    ModelName,
     PrinterColumn,
     StatusBase,
+)
+from mlcycle.api.v1alpha1.conditions import ConditionType, Reason
+from mlcycle.api.v1alpha1.trainingjob import DatasetRef
+from mlcycle.api.v1alpha1.validation import (
+    AliasName,
+    ArtifactPath,
+    CelRule,
+    LabelMap,
+    ListType,
+    ModelName,
     exactly_one_of,
     immutable,
 )
-from mlcycle.api.v1alpha1.trainingjob import DatasetRef
 
 Aliases = Annotated[list[AliasName], Field(max_length=10), ListType.set()]
 
@@ -161,6 +164,119 @@ class ModelVersionStatus(StatusBase):
     """Consecutive attempts that found MLflow unavailable; the backoff grows with it."""
     next_attempt_time: datetime.datetime | None = None
     """No MLflow call before this time while backing off, whatever triggers a reconcile."""
+
+
+# --- Conditions and reasons -------------------------------------------------------------------
+
+SOURCE_READY: Final = ConditionType(
+    "SourceReady",
+    "Whether the source exists and is finished (TrainingJob `Succeeded`, run `FINISHED`);"
+    " False says what the registration waits for, or why the source cannot be used.",
+)
+REGISTERED: Final = ConditionType(
+    "Registered",
+    "Whether the version exists in MLflow and is READY (`VersionReady`); False while"
+    " `Registering`, or when MLflow failed it (`RegistrationFailed`).",
+)
+APPROVED: Final = ConditionType(
+    "Approved",
+    "With `approval.required`: whether an approver set `approvedBy` (reason `Approved`); until"
+    " then `AwaitingApproval`: no alias is set and no InferenceService serves the version.",
+)
+ALIASES_SYNCED: Final = ConditionType(
+    "AliasesSynced",
+    "Whether the aliases in `spec.aliases` point at this version in MLflow (`AliasesSet`,"
+    " `AliasSuperseded`); False with `AliasConflict` or `AwaitingApproval`.",
+)
+SIGNATURE_READ: Final = ConditionType(
+    "SignatureRead",
+    "Whether the version's MLmodel signature could be read (it fills `status.signature`).",
+)
+
+SOURCE_RESOLVED: Final = Reason(
+    "SourceResolved", "The source is found and finished; the message gives its location."
+)
+WAITING_FOR_TRAINING_JOB: Final = Reason(
+    "WaitingForTrainingJob",
+    "The source TrainingJob has not succeeded yet: the registration starts when it does.",
+)
+TRAINING_JOB_NOT_FOUND: Final = Reason(
+    "TrainingJobNotFound",
+    "`source.trainingJobRef` names no TrainingJob in this namespace: the object waits for it"
+    " (it may be applied later); check the name.",
+)
+TRAINING_JOB_FAILED: Final = Reason(
+    "TrainingJobFailed",
+    "The source TrainingJob failed, so there is nothing to register: see its `Failed` condition.",
+)
+WAITING_FOR_RUN: Final = Reason(
+    "WaitingForRun",
+    "The source MLflow run is still RUNNING or SCHEDULED: the registration starts when it"
+    " finishes.",
+)
+RUN_NOT_FOUND: Final = Reason(
+    "RunNotFound", "`source.run.runId` is no run in MLflow: check the run id."
+)
+RUN_FAILED: Final = Reason(
+    "RunFailed", "The source MLflow run ended FAILED or KILLED: there is nothing to register."
+)
+REGISTERING: Final = Reason(
+    "Registering",
+    "MLflow has not finished creating the version (PENDING_REGISTRATION): wait.",
+)
+VERSION_READY: Final = Reason("VersionReady", "The version is READY in MLflow; nothing to do.")
+REGISTRATION_FAILED: Final = Reason(
+    "RegistrationFailed",
+    "MLflow failed the registration (FAILED_REGISTRATION): the message has MLflow's status"
+    " message; check the source's artifacts.",
+)
+AWAITING_APPROVAL: Final = Reason(
+    "AwaitingApproval",
+    "Approval is required and not given: a member of the approvers group sets"
+    " `spec.approval.approvedBy` (see *Approval gate*).",
+)
+ALIASES_SET: Final = Reason(
+    "AliasesSet", "Every alias this object holds points at its version; nothing to do."
+)
+ALIAS_SUPERSEDED: Final = Reason(
+    "AliasSuperseded",
+    "A newer registration (`aliasPolicy: Newest`) holds an alias this version declares; the"
+    " message names it. Nothing to do.",
+)
+SIGNATURE_FOUND: Final = Reason(
+    "SignatureFound", "The MLmodel declares a signature; `status.signature` holds it."
+)
+NO_SIGNATURE: Final = Reason(
+    "NoSignature", "The MLmodel declares none (MLflow then serves without input checks)."
+)
+SIGNATURE_UNAVAILABLE: Final = Reason(
+    "SignatureUnavailable",
+    "The MLmodel could not be read (the artifact store refused, or the operator has no"
+    " writable /tmp): the registration goes on; read again at the drift-check interval.",
+)
+ALIAS_MOVED: Final = Reason(
+    "AliasMoved", "An alias was set to this version; the message names the version it left."
+)
+ALIAS_REMOVED: Final = Reason(
+    "AliasRemoved",
+    "An alias was removed from this version: no longer declared, or the approval was withdrawn.",
+)
+DRIFT_CORRECTED: Final = Reason(
+    "DriftCorrected",
+    "The version's aliases or tags were changed in MLflow and set back to the spec: change"
+    " the ModelVersion instead.",
+)
+DUPLICATE_VERSION_REMOVED: Final = Reason(
+    "DuplicateVersionRemoved",
+    "A second MLflow version was found for this object (two replicas during a leader"
+    " hand-over): the oldest is kept, this one was deleted. Nothing to do.",
+)
+VERSION_CREATED: Final = Reason("VersionCreated", "The version was registered in MLflow.")
+VERSION_ADOPTED: Final = Reason(
+    "VersionAdopted",
+    "The existing MLflow version `source.version` was adopted: tagged with this object's"
+    " uid, never registered again.",
+)
 
 
 class ModelVersion(CustomResource):

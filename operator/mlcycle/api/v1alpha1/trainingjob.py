@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints
 
 from mlcycle.api.v1alpha1.common import (
     AGE_COLUMN,
     PHASE_COLUMN,
-    AliasName,
     ApiModel,
-    ArtifactPath,
-    CelRule,
     CrdNames,
     CustomResource,
-    LabelMap,
-    ListType,
     LocalObjectReference,
-    MetricName,
-    ModelName,
-    ObjectName,
     PrinterColumn,
     StatusBase,
     WorkloadTemplate,
+)
+from mlcycle.api.v1alpha1.conditions import ConditionType, Reason
+from mlcycle.api.v1alpha1.validation import (
+    AliasName,
+    ArtifactPath,
+    CelRule,
+    LabelMap,
+    ListType,
+    MetricName,
+    ModelName,
+    ObjectName,
     immutable_except,
 )
 
@@ -217,6 +220,142 @@ class TrainingJobStatus(StatusBase):
     failure_message: str | None = Field(None, max_length=4096)
     registered_model_version: str | None = None
     """Name of the ModelVersion created when the registration gates passed."""
+
+
+# --- Conditions and reasons -------------------------------------------------------------------
+# Complete, Failed and Suspended mirror the batch/v1 Job's own vocabulary, so
+# `kubectl describe` reads the same on the TrainingJob and its Job.
+
+TRACKING_READY: Final = ConditionType(
+    "TrackingReady",
+    "Whether the MLflow run exists (`RunBound`); no pod starts until it does. False says why"
+    " MLflow cannot be used (`MLflowUnavailable`, `MLflowNotConfigured`, `MLflowRejected`).",
+)
+RUNNING: Final = ConditionType(
+    "Running",
+    "True while the training pods run (reason `Running`, or `GangRestarting`); False gives the"
+    " phase's reason: what the training waits for, or how it ended.",
+)
+COMPLETE: Final = ConditionType(
+    "Complete", "True once the training succeeded (`Completed`), as on the batch/v1 Job."
+)
+FAILED: Final = ConditionType(
+    "Failed",
+    "True once the training failed; the reason says why and the message gives the exit code"
+    " and the end of the log. The spec is immutable: fix the cause in a new TrainingJob.",
+)
+SUSPENDED: Final = ConditionType(
+    "Suspended",
+    "True while the Job is suspended, by `spec.suspend` (reason `Suspended`) or until Kueue"
+    " admits it (`Queued`); `Resumed` once it runs again.",
+)
+ADMITTED: Final = ConditionType(
+    "Admitted",
+    "With `spec.queueName`: whether Kueue admitted the Job (reason `Admitted`); False while it"
+    " waits (`Queued`, `Pending`): check the LocalQueue and its ClusterQueue's quota.",
+)
+MODEL_REGISTERED: Final = ConditionType(
+    "ModelRegistered",
+    "With `register`: whether the model was registered as a ModelVersion (reason"
+    " `ModelRegistered`, naming it); False when a gate refused it.",
+)
+
+PENDING: Final = Reason(
+    "Pending", "The Job is not created yet: it is once MLflow and the API server accept them."
+)
+JOB_CREATED: Final = Reason(
+    "JobCreated", "The Job exists and its pods have not started yet; nothing stands in the way."
+)
+QUEUED: Final = Reason(
+    "Queued",
+    "The Job waits, suspended, for Kueue to admit it from `spec.queueName`: check that the"
+    " LocalQueue exists and its ClusterQueue has quota.",
+)
+RESUMED: Final = Reason("Resumed", "The Job is no longer suspended.")
+COMPLETED: Final = Reason(
+    "Completed",
+    "The training pods succeeded; the run is closed FINISHED and its final metrics are in"
+    " `status.metrics`.",
+)
+GANG_RESTARTING: Final = Reason(
+    "GangRestarting",
+    "A rank of a multi-worker training failed: every worker restarts as a new attempt, up to"
+    " `backoffLimit`; the message says what failed.",
+)
+BACKOFF_LIMIT_EXCEEDED: Final = Reason(
+    "BackoffLimitExceeded",
+    "Every attempt `backoffLimit` allows failed: the message has the last exit code and log;"
+    " fix the training code, data or resources.",
+)
+DEADLINE_EXCEEDED: Final = Reason(
+    "DeadlineExceeded",
+    "The training ran longer than `activeDeadlineSeconds` and was stopped (run KILLED): raise"
+    " the deadline or shorten the training.",
+)
+POD_FAILURE_POLICY: Final = Reason(
+    "PodFailurePolicy",
+    "A pod exited with a code of `failurePolicy.permanentExitCodes`: the Job failed without"
+    " another attempt.",
+)
+OOM_KILLED: Final = Reason(
+    "OOMKilled",
+    "A training container ran out of memory: raise `resources.limits.memory` or make the"
+    " training use less.",
+)
+IMAGE_PULL_BACK_OFF: Final = Reason(
+    "ImagePullBackOff",
+    "The node keeps failing to pull `spec.image`: check its name, tag and"
+    " `podTemplate.imagePullSecrets`; `startupDeadlineSeconds` bounds the wait.",
+)
+ERR_IMAGE_PULL: Final = Reason(
+    "ErrImagePull",
+    "The node could not pull `spec.image`: check its name, tag and `podTemplate.imagePullSecrets`.",
+)
+INVALID_IMAGE_NAME: Final = Reason(
+    "InvalidImageName", "`spec.image` is not a valid image reference: fix it."
+)
+CREATE_CONTAINER_CONFIG_ERROR: Final = Reason(
+    "CreateContainerConfigError",
+    "The container cannot be configured, usually a Secret or ConfigMap key that an `env`"
+    " `valueFrom` names is missing: create it.",
+)
+CREATE_CONTAINER_ERROR: Final = Reason(
+    "CreateContainerError",
+    "The node could not create the container (command, volume or security settings): the"
+    " message says which.",
+)
+UNSCHEDULABLE: Final = Reason(
+    "Unschedulable",
+    "No node can run a training pod (resources, node selector, taints, GPUs): the message is"
+    " the scheduler's; change `resources` or `podTemplate`, or add capacity.",
+)
+STARTUP_DEADLINE_EXCEEDED: Final = Reason(
+    "StartupDeadlineExceeded",
+    "Training pods stayed Pending longer than `startupDeadlineSeconds` (unschedulable, image"
+    " pull): the Job is deleted and the training failed; the message says why.",
+)
+JOB_REFUSED: Final = Reason(
+    "JobRefused",
+    "The API server refused the Job (a ResourceQuota, a LimitRange, an admission webhook): the"
+    " message is its answer; retried with backoff until it accepts.",
+)
+ERROR: Final = Reason(
+    "Error",
+    "The Job failed without a reason of its own: see the message and the pods' logs.",
+)
+RUN_BOUND: Final = Reason(
+    "RunBound", "The MLflow run exists and the pods continue it; the message names it."
+)
+GATES_NOT_MET: Final = Reason(
+    "GatesNotMet",
+    "A `register.gates` metric, or the champion gate (`compareTo`), was not met: the model is"
+    " not registered; the message says by how much.",
+)
+CHAMPION_METRIC_MISSING: Final = Reason(
+    "ChampionMetricMissing",
+    "The `compareTo` champion has no `compareMetric` to compare with (`onMissing: fail`):"
+    " the model is not registered; set `register.onMissing: pass` to register anyway.",
+)
 
 
 class TrainingJob(CustomResource):

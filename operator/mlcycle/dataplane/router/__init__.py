@@ -5,8 +5,9 @@ Exact weighted splits, header pinning for A/B tests, shadow mirroring with predi
 agreement (HTTP only), per-version metrics; backends from EndpointSlices, rules from a
 ConfigMap. HTTP/1.1 and gRPC (HTTP/2) have ports of their own and the same routing.
 
-Modules: `config` (the ConfigMap contract), `selection` and `table` (pure routing
-decisions), `agreement` (pure prediction comparison), `http` and `upstream` (HTTP/1.1 on
-raw asyncio protocols), `proxy` (the hot path), `grpc_proxy` (gRPC calls forwarded on
-grpc.aio), `discovery` (Kubernetes watches), `metrics`, `app` (the process).
+The ConfigMap contract is `mlcycle.api.routerconfig`, shared with the operator. Modules:
+`selection` and `table` (pure routing decisions), `agreement` (pure prediction comparison),
+`http` and `upstream` (HTTP/1.1 on raw asyncio protocols), `proxy` (the hot path),
+`grpc_proxy` (gRPC calls forwarded on grpc.aio), `discovery` (Kubernetes watches),
+`metrics`, `app` (the process).
 """

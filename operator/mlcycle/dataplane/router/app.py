@@ -11,21 +11,19 @@ then exits.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
-import sys
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlcycle.dataplane.router.config import DEFAULT_CONFIGMAP_KEY, RouterConfig
+from mlcycle.api.routerconfig import DEFAULT_CONFIGMAP_KEY, RouterConfig
 from mlcycle.dataplane.router.grpc_proxy import GrpcProxy, serve_grpc
 from mlcycle.dataplane.router.http import Request, ResponseWriter, ServerTracker, serve
 from mlcycle.dataplane.router.metrics import RouterMetrics
 from mlcycle.dataplane.router.proxy import Router
+from mlcycle.jsonlog import configure_json_logging
 
 log = logging.getLogger("mlcycle.router")
 
@@ -61,22 +59,6 @@ class RouterSettings(BaseModel):
         if self.configmap is not None and not self.namespace:
             raise ValueError("--configmap needs --namespace (or POD_NAMESPACE)")
         return self
-
-
-class JsonLogFormatter(logging.Formatter):
-    _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in self._STANDARD})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
 
 
 class AdminHandler:
@@ -212,15 +194,9 @@ def _bound_port(server: asyncio.Server) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-
-
 def main(settings: RouterSettings) -> int:
     import uvloop
 
-    configure_logging(settings.log_level)
+    configure_json_logging(settings.log_level)
     uvloop.run(run_router(settings))
     return 0

@@ -19,8 +19,8 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from mlcycle.adapters.kube import new_api_client as kube_api_client
 from mlcycle.dataplane.router.table import DiscoveredEndpoint, ready_endpoints
+from mlcycle.kubeaccess import new_api_client as kube_api_client
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,8 @@ from urllib.parse import unquote
 import grpc
 import grpc.aio
 
+from mlcycle.api.routerconfig import Endpoint, RouterConfig
 from mlcycle.dataplane.grpc.status import HTTP_STATUS_OF_GRPC
-from mlcycle.dataplane.router.config import Endpoint, RouterConfig
 from mlcycle.dataplane.router.http import ServerTracker
 from mlcycle.dataplane.router.metrics import NO_BACKEND, RouterMetrics
 from mlcycle.dataplane.router.proxy import NoEndpointError

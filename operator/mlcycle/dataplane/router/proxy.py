@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import orjson
 
+from mlcycle.api.routerconfig import RouterConfig
 from mlcycle.dataplane.router.agreement import predictions_agree, predictions_of, protocol_of
-from mlcycle.dataplane.router.config import RouterConfig
 from mlcycle.dataplane.router.http import HOP_BY_HOP, Request, ResponseWriter
 from mlcycle.dataplane.router.metrics import NO_BACKEND, RouterMetrics
 from mlcycle.dataplane.router.table import BackendTarget, DiscoveredEndpoint, RoutingTable

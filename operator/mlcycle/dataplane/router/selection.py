@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
-from mlcycle.dataplane.router.config import RouterConfig
+from mlcycle.api.routerconfig import RouterConfig
 
 
 class SmoothWeightedRoundRobin:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mlcycle.dataplane.router.config import BackendConfig, Endpoint, RouterConfig
+from mlcycle.api.routerconfig import BackendConfig, Endpoint, RouterConfig
 from mlcycle.dataplane.router.selection import RoutingPolicy
 
 Transport = Literal["http", "grpc"]

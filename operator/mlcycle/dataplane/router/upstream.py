@@ -14,7 +14,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from mlcycle.dataplane.router.config import Endpoint
+from mlcycle.api.routerconfig import Endpoint
 
 
 class UpstreamError(Exception):

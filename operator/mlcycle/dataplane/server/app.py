@@ -52,13 +52,13 @@ from mlcycle.dataplane.server.oip import (
 from mlcycle.dataplane.server.predict_cost import PredictCost
 from mlcycle.dataplane.server.readiness import WorkerReadiness
 from mlcycle.dataplane.server.scoring import encode_invocations, mlflow_error, parse_invocations
-from mlcycle.dataplane.server.signature import RequestError
 from mlcycle.dataplane.server.source import (
     ModelIdentity,
     local_model_dir,
     provisional_identity,
     resolve_source,
 )
+from mlcycle.dataplane.server.validation import RequestError
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle.dataplane.server.predict_cost import PredictCost
-from mlcycle.dataplane.server.signature import ModelInput
+from mlcycle.dataplane.server.validation import ModelInput
 
 T = TypeVar("T")
 

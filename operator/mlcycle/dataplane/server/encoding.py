@@ -13,7 +13,7 @@ import orjson
 import pandas as pd
 import pydantic
 
-from mlcycle.dataplane.server.signature import RequestError
+from mlcycle.dataplane.server.validation import RequestError
 
 
 def _json_default(value: Any) -> Any:

@@ -21,15 +21,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlcycle.dataplane.server.signature import (
+from mlcycle.dataplane.server.signature import Signature, parse_signature
+from mlcycle.dataplane.server.validation import (
     InputLayout,
     InputValidator,
     ModelInput,
     ParamsCheck,
     RequestError,
-    Signature,
     TakesMissing,
-    parse_signature,
 )
 
 logger = logging.getLogger(__name__)

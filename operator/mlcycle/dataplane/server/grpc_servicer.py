@@ -42,7 +42,7 @@ from mlcycle.dataplane.server.oip_codec import (
     output_tensors,
     server_metadata,
 )
-from mlcycle.dataplane.server.signature import RequestError
+from mlcycle.dataplane.server.validation import RequestError
 
 if TYPE_CHECKING:
     from mlcycle.dataplane.server.app import ModelServer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlcycle.dataplane.server.signature import ModelInput
+from mlcycle.dataplane.server.validation import ModelInput
 
 
 @dataclass(frozen=True)

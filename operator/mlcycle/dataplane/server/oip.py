@@ -29,8 +29,8 @@ from mlcycle.dataplane.server.oip_codec import (
     server_metadata,
     text_elements,
 )
-from mlcycle.dataplane.server.signature import InputValidator, RequestError
 from mlcycle.dataplane.server.source import ModelIdentity
+from mlcycle.dataplane.server.validation import InputValidator, RequestError
 
 # The codec both transports share is used through this module (gRPC included), so the
 # protocol has one import whichever transport a caller speaks.

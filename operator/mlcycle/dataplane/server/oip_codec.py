@@ -23,16 +23,13 @@ import pandas as pd
 from mlcycle.dataplane.server.flavors import LoadedModel
 from mlcycle.dataplane.server.inference import Inference
 from mlcycle.dataplane.server.signature import (
-    InputValidator,
-    ModelInput,
-    RequestError,
     Signature,
     TensorSpec,
     oip_datatype,
-    row_count,
     signature_as_json,
 )
 from mlcycle.dataplane.server.source import ModelIdentity
+from mlcycle.dataplane.server.validation import InputValidator, ModelInput, RequestError, row_count
 
 SUPPORTED_EXTENSIONS = ("binary_tensor_data",)
 """The protocol extensions this server implements (server metadata, HTTP and gRPC)."""

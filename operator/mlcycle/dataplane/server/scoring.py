@@ -7,7 +7,7 @@ charset, or the answer is a 415. A JSON body is read by Python's rules (NaN lite
 byte-order mark); CSV is read with the signature's column dtypes, as MLflow does, so a zip
 code column keeps its leading zeros. Columns are taken by name whenever the signature names
 them: rows without column names, as MLflow refuses them, are a 400. Params are checked
-against the model's params schema before predict. Values are coerced as signature.py says.
+against the model's params schema before predict. Values are coerced as validation.py says.
 
 Responses: `{"predictions": ...}` with the output as MLflow's `_get_jsonable_obj(output,
 pandas_orient="records")` gives it — a DataFrame as records, a Series as records of its one
@@ -38,13 +38,8 @@ import pandas as pd
 
 from mlcycle.dataplane.server.encoding import dumps, dumps_as_python, load_object_as_python
 from mlcycle.dataplane.server.inference import Inference
-from mlcycle.dataplane.server.signature import (
-    InputValidator,
-    ModelInput,
-    RequestError,
-    Signature,
-    row_count,
-)
+from mlcycle.dataplane.server.signature import Signature
+from mlcycle.dataplane.server.validation import InputValidator, ModelInput, RequestError, row_count
 
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CONTENT_TYPE_JSON = "application/json"

@@ -7,12 +7,12 @@ import logging
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
-from mlcycle.dev.nodeagent.podspec import parse_quantity
+from mlcycle.dev.nodeagent.quantity import parse_quantity
+from mlcycle.jsonlog import configure_json_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,13 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     from kubernetes import client as kube_client
     from kubernetes import config as kube_config
 
-    from mlcycle.dev.nodeagent.agent import AgentConfig, Api, JsonLogFormatter, NodeAgent
+    from mlcycle.dev.nodeagent.agent import NodeAgent
+    from mlcycle.dev.nodeagent.config import AgentConfig
+    from mlcycle.dev.nodeagent.kubeclient import Api
+    from mlcycle.dev.nodeagent.processworker import ProcessNode
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(args.log_level.upper())
+    configure_json_logging(args.log_level)
     # The client logs request bodies (secrets included) at debug level.
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -109,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=os.getcwd(),
         ca_file=client_configuration.ssl_ca_cert,
     )
-    agent = NodeAgent(config, Api(api_client))
+    api = Api(api_client)
+    agent = NodeAgent(config, api, ProcessNode(config, api))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         agent.stopping.set()

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from mlcycle.dev.nodeagent.podspec import ContainerSpec, ProbeSpec, expand_references
+from mlcycle.dev.nodeagent.envvars import expand_references
+from mlcycle.dev.nodeagent.podspec import ContainerSpec, ProbeSpec
 from mlcycle.dev.nodeagent.process import run_with_timeout
 
 

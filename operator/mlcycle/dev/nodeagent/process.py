@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +120,23 @@ def rss_by_process_group() -> dict[int, int]:
         rss_pages = int(fields[21])
         totals[pgid] = totals.get(pgid, 0) + rss_pages * _PAGE_SIZE
     return totals
+
+
+class MemorySampler:
+    """One /proc scan shared by every pod per interval, however many containers have limits."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._taken_at = 0.0
+        self._sample: dict[int, int] = {}
+
+    def rss_of_group(self, pgid: int) -> int:
+        with self._lock:
+            if time.monotonic() - self._taken_at >= self._interval:
+                self._sample = rss_by_process_group()
+                self._taken_at = time.monotonic()
+            return self._sample.get(pgid, 0)
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,23 @@ Pure: the Service is a camelCase dict for server-side apply.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from mlcycle.api.v1alpha1.inferenceservice import InferenceService
-from mlcycle.plan.ownership import controller_reference
+from mlcycle.api.v1alpha1.inferenceservice import InferenceService, TrackStatus
 from mlcycle.plan.serving_names import (
     TRAFFIC_COMPONENT,
     child_labels,
+    child_metadata,
     child_name,
+    cluster_url,
     model_server_selector,
     service_ports,
 )
+from mlcycle.plan.traffic.mode import served_through
+
+if TYPE_CHECKING:
+    from mlcycle.plan.inferenceservice.decision import RolloutPlan
+    from mlcycle.plan.inferenceservice.observe import Observed
 
 Capacity = Literal["neutral", "surge"]
 
@@ -85,17 +91,54 @@ def desired_shared_service(isvc: InferenceService) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": shared_service_name(isvc),
-            "namespace": isvc.metadata.namespace,
-            "labels": child_labels(isvc, TRAFFIC_COMPONENT),
-            "ownerReferences": [controller_reference(isvc)],
-        },
+        "metadata": child_metadata(
+            isvc, shared_service_name(isvc), child_labels(isvc, TRAFFIC_COMPONENT)
+        ),
         "spec": {
             "selector": model_server_selector(isvc),
             "ports": service_ports(),
         },
     }
+
+
+class ReplicasMode:
+    """`traffic.mode: replicas`."""
+
+    counts_requests = False
+
+    def children(
+        self, isvc: InferenceService, plan: RolloutPlan, image: str
+    ) -> list[dict[str, Any]]:
+        # The split is the replica counts (`pod_split`): the layer itself is only the Service.
+        return [desired_shared_service(isvc)]
+
+    def pod_split(self, isvc: InferenceService, full: int, share: int) -> tuple[int, int] | None:
+        # The pods are the split: a ready candidate pod takes its share at once, so the
+        # candidate starts at the first step's share rather than waiting at 0%.
+        return replica_split(full, share, capacity=isvc.spec.rollout.capacity, stable_replicas=full)
+
+    def observed_weights(
+        self, stable: TrackStatus | None, canary: TrackStatus | None
+    ) -> tuple[TrackStatus | None, TrackStatus | None]:
+        """The weights the ready pods give, not the ones asked for."""
+        if stable is None or canary is None:
+            return stable, canary
+        weight = effective_weight(stable.ready_replicas or 0, canary.ready_replicas or 0)
+        return (
+            stable.model_copy(update={"weight": 100 - weight}),
+            canary.model_copy(update={"weight": weight}),
+        )
+
+    def entry_ready(self, observed: Observed) -> bool:
+        return True  # a Service has no readiness of its own: the stable's pods decide
+
+    def url(self, isvc: InferenceService) -> str | None:
+        return cluster_url(isvc)
+
+    def traffic_message(
+        self, isvc: InferenceService, observed: Observed, stable: TrackStatus | None, serving: bool
+    ) -> str:
+        return served_through(f"Service {shared_service_name(isvc)}", stable, serving)
 
 
 def _round_half_up(numerator: int, denominator: int) -> int:

@@ -16,11 +16,23 @@ desired one and comparing them never shows a change that is not there.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from mlcycle.api.v1alpha1.inferenceservice import InferenceService
-from mlcycle.plan.ownership import controller_reference
-from mlcycle.plan.serving_names import TRAFFIC_COMPONENT, child_labels, child_name
+from mlcycle.api.v1alpha1.inferenceservice import InferenceService, TrackStatus
+from mlcycle.plan.serving_names import (
+    SERVICE_PORT,
+    TRAFFIC_COMPONENT,
+    child_labels,
+    child_metadata,
+    child_name,
+    version_name,
+)
+from mlcycle.plan.traffic.mode import served_through
+from mlcycle.plan.traffic.split import traffic_split
+
+if TYPE_CHECKING:
+    from mlcycle.plan.inferenceservice.decision import RolloutPlan
+    from mlcycle.plan.inferenceservice.observe import Observed
 
 GATEWAY_API_GROUP: Final = "gateway.networking.k8s.io"
 HTTP_ROUTE_API_VERSION: Final = f"{GATEWAY_API_GROUP}/v1"
@@ -87,12 +99,9 @@ def desired_http_route(
     return {
         "apiVersion": HTTP_ROUTE_API_VERSION,
         "kind": "HTTPRoute",
-        "metadata": {
-            "name": http_route_name(isvc),
-            "namespace": isvc.metadata.namespace,
-            "labels": child_labels(isvc, TRAFFIC_COMPONENT),
-            "ownerReferences": [controller_reference(isvc)],
-        },
+        "metadata": child_metadata(
+            isvc, http_route_name(isvc), child_labels(isvc, TRAFFIC_COMPONENT)
+        ),
         "spec": spec,
     }
 
@@ -146,3 +155,57 @@ def _split_rule(
             }
         ]
     return rule
+
+
+def gateway_route(isvc: InferenceService, plan: RolloutPlan) -> dict[str, Any]:
+    """The HTTPRoute over the versions' own Services."""
+    split = traffic_split(isvc, plan)
+    if split.stable is None:
+        raise ValueError("a route needs a stable version")
+    return desired_http_route(
+        isvc,
+        stable_service=version_name(isvc, split.stable),
+        canary_service=version_name(isvc, split.canary) if split.canary is not None else None,
+        port=SERVICE_PORT,
+        canary_weight=split.canary_weight,
+        header_match=split.pin_header,
+        mirror_percent=split.mirror_percent or None,
+    )
+
+
+class GatewayMode:
+    """`traffic.mode: gateway-api`."""
+
+    # Each gateway implementation counts requests its own way, if at all: the model
+    # servers are read instead.
+    counts_requests = False
+
+    def children(
+        self, isvc: InferenceService, plan: RolloutPlan, image: str
+    ) -> list[dict[str, Any]]:
+        return [gateway_route(isvc, plan)]
+
+    def pod_split(self, isvc: InferenceService, full: int, share: int) -> tuple[int, int] | None:
+        return None
+
+    def observed_weights(
+        self, stable: TrackStatus | None, canary: TrackStatus | None
+    ) -> tuple[TrackStatus | None, TrackStatus | None]:
+        # What the route asks for: the gateway reports no split of its own to compare.
+        return stable, canary
+
+    def entry_ready(self, observed: Observed) -> bool:
+        return True  # a Gateway has no readiness of its own: the stable's pods decide
+
+    def url(self, isvc: InferenceService) -> str | None:
+        """The route's first hostname; none without one (the Gateway's address is the
+        cluster's)."""
+        gateway = isvc.spec.traffic.gateway
+        return (
+            f"http://{gateway.hostnames[0]}" if gateway is not None and gateway.hostnames else None
+        )
+
+    def traffic_message(
+        self, isvc: InferenceService, observed: Observed, stable: TrackStatus | None, serving: bool
+    ) -> str:
+        return served_through(f"HTTPRoute {http_route_name(isvc)}", stable, serving)

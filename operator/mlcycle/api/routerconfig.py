@@ -1,9 +1,10 @@
-"""The router's configuration: everything it needs to route for one InferenceService.
+"""The router's configuration schema: everything it needs to route for one InferenceService.
 
-This is the contract between the operator and the router. The operator renders it as JSON
-(YAML is accepted too) under one key (`router.yaml` by default) of a ConfigMap that the
-router watches; tests and benchmarks pass the same document as a file. Wire names are
-camelCase:
+This is the contract between the operator and the router, so it lives in the API package
+that both import: `plan.traffic.router` writes it, `dataplane.router` reads it. The
+operator renders it as JSON (YAML is accepted too) under one key (`router.yaml` by
+default) of a ConfigMap that the router watches; tests and benchmarks pass the same
+document as a file. Wire names are camelCase:
 
 ```yaml
 service: iris                  # the InferenceService; the `service` label of every metric

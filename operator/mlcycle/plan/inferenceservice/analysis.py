@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from mlcycle.api.v1alpha1.inferenceservice import Analysis, AnalysisResult, CounterSample
-from mlcycle.plan.analysis_prometheus import evaluate_prometheus_checks, overall_outcome
+from mlcycle.plan.inferenceservice.analysis_prometheus import (
+    evaluate_prometheus_checks,
+    overall_outcome,
+)
 
 _DURATION_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
